@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Local AWS emulators for the integration tests.
+#
+#   scripts/emulators.sh install   install kinesis-local (npm) and moto (PyPI) into .emulators/
+#   scripts/emulators.sh start     install, start both in the background, wait until they answer
+#   scripts/emulators.sh stop      stop both (idempotent)
+#   scripts/emulators.sh env       print the export lines the tests and the SDK read
+#
+# Typical use:   scripts/emulators.sh start && eval "$(scripts/emulators.sh env)"
+#
+# Ports: SHARDCTL_KINESIS_PORT (default 4567, TLS port is +1), SHARDCTL_MOTO_PORT (default 5000).
+# Reshard UPDATING windows: SPLIT_SHARD_DURATION / MERGE_SHARDS_DURATION (kinesis-local default 500ms).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EMU="$REPO/.emulators"
+KINESIS_LOCAL_VERSION="0.6.2"
+MOTO_VERSION="5.2.5"
+KINESIS_PORT="${SHARDCTL_KINESIS_PORT:-4567}"
+KINESIS_TLS_PORT="$((KINESIS_PORT + 1))"
+MOTO_PORT="${SHARDCTL_MOTO_PORT:-5000}"
+START_DEADLINE_SECS=60
+
+KINESIS_PKG="$EMU/node/node_modules/kinesis-local"
+MOTO_BIN="$EMU/venv/bin/moto_server"
+
+log() { echo "emulators: $*" >&2; }
+
+install_kinesis() {
+    local installed=""
+    if [[ -f "$KINESIS_PKG/package.json" ]]; then
+        installed="$(node -p "require('$KINESIS_PKG/package.json').version" 2>/dev/null || true)"
+    fi
+    if [[ "$installed" == "$KINESIS_LOCAL_VERSION" && -f "$KINESIS_PKG/main.js" && -f "$KINESIS_PKG/server.json" ]]; then
+        return
+    fi
+    log "installing kinesis-local@$KINESIS_LOCAL_VERSION"
+    mkdir -p "$EMU/node"
+    npm install --silent --no-audit --no-fund --prefix "$EMU/node" "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
+    [[ -f "$KINESIS_PKG/main.js" && -f "$KINESIS_PKG/server.json" ]] || {
+        log "kinesis-local installed but $KINESIS_PKG/main.js or server.json is missing"
+        exit 1
+    }
+}
+
+install_moto() {
+    if [[ -x "$MOTO_BIN" ]] &&
+        "$EMU/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" 2>/dev/null; then
+        return
+    fi
+    log "installing moto[server]==$MOTO_VERSION"
+    if [[ ! -x "$EMU/venv/bin/python" ]]; then
+        python3 -m venv "$EMU/venv"
+    fi
+    "$EMU/venv/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+    [[ -x "$MOTO_BIN" ]] || {
+        log "moto installed but $MOTO_BIN is missing"
+        exit 1
+    }
+}
+
+cmd_install() {
+    mkdir -p "$EMU"
+    install_kinesis
+    install_moto
+}
+
+# is_running NAME -> 0 if the pid file names a live process
+is_running() {
+    local pidfile="$EMU/$1.pid"
+    [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+port_answers() {
+    # bash's /dev/tcp: no curl/nc needed.
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_for() {
+    local name="$1" port="$2" deadline=$((SECONDS + START_DEADLINE_SECS))
+    until port_answers "$port"; do
+        if ! is_running "$name"; then
+            log "$name exited before answering on port $port; last lines of $EMU/$name.log:"
+            tail -n 30 "$EMU/$name.log" >&2 || true
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "$name did not answer on 127.0.0.1:$port within ${START_DEADLINE_SECS}s; last lines of $EMU/$name.log:"
+            tail -n 30 "$EMU/$name.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+    log "$name ready on 127.0.0.1:$port"
+}
+
+start_kinesis() {
+    if is_running kinesis; then
+        log "kinesis-local already running (pid $(cat "$EMU/kinesis.pid"))"
+        return
+    fi
+    if port_answers "$KINESIS_PORT"; then
+        log "port $KINESIS_PORT is already in use by another process; set SHARDCTL_KINESIS_PORT"
+        exit 1
+    fi
+    (
+        cd "$EMU"
+        KINESIS_MOCK_CERT_PATH="$KINESIS_PKG/server.json" \
+            KINESIS_MOCK_PLAIN_PORT="$KINESIS_PORT" \
+            KINESIS_MOCK_TLS_PORT="$KINESIS_TLS_PORT" \
+            SHARD_LIMIT="${SHARD_LIMIT:-1000}" \
+            SPLIT_SHARD_DURATION="${SPLIT_SHARD_DURATION:-500ms}" \
+            MERGE_SHARDS_DURATION="${MERGE_SHARDS_DURATION:-500ms}" \
+            nohup node "$KINESIS_PKG/main.js" >"$EMU/kinesis.log" 2>&1 </dev/null &
+        echo $! >"$EMU/kinesis.pid"
+    )
+}
+
+start_moto() {
+    if is_running moto; then
+        log "moto already running (pid $(cat "$EMU/moto.pid"))"
+        return
+    fi
+    if port_answers "$MOTO_PORT"; then
+        log "port $MOTO_PORT is already in use by another process; set SHARDCTL_MOTO_PORT"
+        exit 1
+    fi
+    (
+        cd "$EMU"
+        nohup "$MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT" >"$EMU/moto.log" 2>&1 </dev/null &
+        echo $! >"$EMU/moto.pid"
+    )
+}
+
+cmd_start() {
+    cmd_install
+    start_kinesis
+    start_moto
+    wait_for kinesis "$KINESIS_PORT"
+    wait_for moto "$MOTO_PORT"
+}
+
+stop_one() {
+    local name="$1" pidfile="$EMU/$1.pid" pid
+    [[ -f "$pidfile" ]] || return 0
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        log "stopped $name (pid $pid)"
+    fi
+    rm -f "$pidfile"
+}
+
+cmd_stop() {
+    stop_one kinesis
+    stop_one moto
+}
+
+cmd_env() {
+    cat <<EOF
+export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$KINESIS_PORT
+export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_CLOUDWATCH=http://127.0.0.1:$MOTO_PORT
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
+EOF
+}
+
+case "${1:-}" in
+install) cmd_install ;;
+start) cmd_start ;;
+stop) cmd_stop ;;
+env) cmd_env ;;
+*)
+    echo "usage: $0 {install|start|stop|env}" >&2
+    exit 2
+    ;;
+esac
