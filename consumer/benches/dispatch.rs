@@ -1,0 +1,2 @@
+//! Dispatch-path benchmark (filled in with the worker).
+fn main() {}
