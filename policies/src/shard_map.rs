@@ -1,0 +1,316 @@
+//! The shards of a stream, their lineage, and the check that open shards tile the key space.
+
+use crate::hash::{HashKey, HashRange, MAX_HASH_KEY};
+use crate::observation::{KeyDistribution, ShardMetrics};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+/// One shard as `ListShards` reports it, plus what was observed of its traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Shard {
+    /// The shard id, e.g. `shardId-000000000003`.
+    pub shard_id: String,
+    /// The shard this one was split from, or the lower parent of a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_shard_id: Option<String>,
+    /// The second parent of a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjacent_parent_shard_id: Option<String>,
+    /// The hash keys the shard owns.
+    pub hash_key_range: HashRange,
+    /// Open shards take writes; closed ones stay readable until retention expires.
+    pub state: ShardState,
+    /// Per-minute metrics over the observation window (open shards; empty when unknown).
+    #[serde(default, skip_serializing_if = "ShardMetrics::is_empty")]
+    pub metrics: ShardMetrics,
+    /// Sampled key distribution, used for traffic-weighted split points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_distribution: Option<KeyDistribution>,
+}
+
+/// Whether a shard takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ShardState {
+    /// No ending sequence number: the shard takes writes.
+    Open,
+    /// The shard was split or merged away; it keeps its data until retention expires.
+    Closed,
+}
+
+impl Shard {
+    /// An open shard with no lineage and no metrics.
+    pub fn open(id: impl Into<String>, range: HashRange) -> Self {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_id: None,
+            adjacent_parent_shard_id: None,
+            hash_key_range: range,
+            state: ShardState::Open,
+            metrics: ShardMetrics::default(),
+            key_distribution: None,
+        }
+    }
+
+    /// Whether the shard takes writes.
+    pub fn is_open(&self) -> bool {
+        self.state == ShardState::Open
+    }
+
+    /// The shard's parents (zero, one or two).
+    pub fn parents(&self) -> impl Iterator<Item = &str> {
+        self.parent_shard_id
+            .iter()
+            .chain(self.adjacent_parent_shard_id.iter())
+            .map(String::as_str)
+    }
+}
+
+/// Why a list of shards is not a usable map. A broken map is never planned on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardMapError {
+    /// The stream has no open shard.
+    #[error("the stream has no open shards")]
+    NoOpenShards,
+    /// Two shards share an id.
+    #[error("shard id {0} appears more than once")]
+    DuplicateShard(String),
+    /// A range with its start above its end.
+    #[error("shard {shard} has an empty hash key range")]
+    EmptyRange {
+        /// The offending shard.
+        shard: String,
+    },
+    /// Keys owned by no open shard.
+    #[error("no open shard owns hash keys {from}..={to}")]
+    Gap {
+        /// First uncovered key.
+        from: HashKey,
+        /// Last uncovered key.
+        to: HashKey,
+    },
+    /// Keys owned by two open shards.
+    #[error("open shards {first} and {second} both own hash key {key}")]
+    Overlap {
+        /// Lower shard.
+        first: String,
+        /// Upper shard.
+        second: String,
+        /// First key owned twice.
+        key: HashKey,
+    },
+}
+
+/// A validated view of a stream's shards: open shards sorted by hash key, tiling the key space
+/// with no gap and no overlap, and every listed shard indexed by id for lineage walks.
+#[derive(Debug, Clone)]
+pub struct ShardMap<'a> {
+    shards: &'a [Shard],
+    by_id: HashMap<&'a str, usize>,
+    open: Vec<usize>,
+}
+
+impl<'a> ShardMap<'a> {
+    /// Validates `shards` (open and closed, as `ListShards` returns them).
+    pub fn new(shards: &'a [Shard]) -> Result<Self, ShardMapError> {
+        let mut by_id = HashMap::with_capacity(shards.len());
+        for (i, s) in shards.iter().enumerate() {
+            if by_id.insert(s.shard_id.as_str(), i).is_some() {
+                return Err(ShardMapError::DuplicateShard(s.shard_id.clone()));
+            }
+            if s.hash_key_range.starting_hash_key > s.hash_key_range.ending_hash_key {
+                return Err(ShardMapError::EmptyRange {
+                    shard: s.shard_id.clone(),
+                });
+            }
+        }
+        let mut open: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].is_open()).collect();
+        if open.is_empty() {
+            return Err(ShardMapError::NoOpenShards);
+        }
+        open.sort_unstable_by_key(|&i| shards[i].hash_key_range.starting_hash_key);
+        check_partition(shards, &open)?;
+        Ok(ShardMap {
+            shards,
+            by_id,
+            open,
+        })
+    }
+
+    /// Open shards in hash key order.
+    pub fn open_shards(&self) -> impl ExactSizeIterator<Item = &'a Shard> + '_ {
+        self.open.iter().map(|&i| &self.shards[i])
+    }
+
+    /// The number of open shards.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// A listed shard by id.
+    pub fn get(&self, id: &str) -> Option<&'a Shard> {
+        self.by_id.get(id).map(|&i| &self.shards[i])
+    }
+
+    /// Adjacent open pairs, lower shard first, in key order.
+    pub fn adjacent_pairs(&self) -> impl Iterator<Item = (&'a Shard, &'a Shard)> + '_ {
+        self.open
+            .windows(2)
+            .map(|w| (&self.shards[w[0]], &self.shards[w[1]]))
+    }
+
+    /// Every listed ancestor of `id` (parents, their parents, ...), nearest first. Ancestors
+    /// that have aged out of the listing are not returned: they are gone.
+    pub fn ancestors(&self, id: &str) -> Vec<&'a Shard> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack: Vec<&str> = self.get(id).map(|s| s.parents().collect()).unwrap_or_default();
+        while let Some(p) = stack.pop() {
+            if !seen.insert(p) {
+                continue;
+            }
+            if let Some(shard) = self.get(p) {
+                out.push(shard);
+                stack.extend(shard.parents());
+            }
+        }
+        out
+    }
+}
+
+fn check_partition(shards: &[Shard], open: &[usize]) -> Result<(), ShardMapError> {
+    let first = &shards[open[0]].hash_key_range;
+    if first.starting_hash_key != 0 {
+        return Err(ShardMapError::Gap {
+            from: 0,
+            to: first.starting_hash_key - 1,
+        });
+    }
+    for w in open.windows(2) {
+        let (a, b) = (&shards[w[0]], &shards[w[1]]);
+        let (ra, rb) = (&a.hash_key_range, &b.hash_key_range);
+        if rb.starting_hash_key <= ra.ending_hash_key {
+            return Err(ShardMapError::Overlap {
+                first: a.shard_id.clone(),
+                second: b.shard_id.clone(),
+                key: rb.starting_hash_key,
+            });
+        }
+        if !ra.is_adjacent_to(rb) {
+            return Err(ShardMapError::Gap {
+                from: ra.ending_hash_key + 1,
+                to: rb.starting_hash_key - 1,
+            });
+        }
+    }
+    let last = &shards[open[open.len() - 1]].hash_key_range;
+    if last.ending_hash_key != MAX_HASH_KEY {
+        return Err(ShardMapError::Gap {
+            from: last.ending_hash_key + 1,
+            to: MAX_HASH_KEY,
+        });
+    }
+    Ok(())
+}
+
+/// Builds `n` open shards that split the key space evenly, named `shardId-000000000000` onwards.
+/// Handy for examples, tests and the simulator.
+pub fn even_shards(n: usize) -> Vec<Shard> {
+    assert!(n > 0, "a stream has at least one shard");
+    // 2^128 = step * n + rem + 1: the first `rem + 1` shards get one key more.
+    let (step, rem) = (MAX_HASH_KEY / n as u128, MAX_HASH_KEY % n as u128);
+    let start = |i: u128| step * i + i.min(rem + 1);
+    (0..n as u128)
+        .map(|i| {
+            let end = if i + 1 == n as u128 { MAX_HASH_KEY } else { start(i + 1) - 1 };
+            let range = HashRange::new(start(i), end).expect("starts increase with i");
+            Shard::open(shard_id(i as usize), range)
+        })
+        .collect()
+}
+
+/// The id Kinesis gives the `n`th shard of a stream.
+pub fn shard_id(n: usize) -> String {
+    format!("shardId-{n:012}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_shards_tile_the_space() {
+        for n in [1, 2, 3, 7, 64, 1000] {
+            let shards = even_shards(n);
+            let map = ShardMap::new(&shards).expect("valid map");
+            assert_eq!(map.open_count(), n);
+            assert_eq!(map.adjacent_pairs().count(), n - 1);
+        }
+    }
+
+    #[test]
+    fn a_gap_is_an_error_naming_the_keys() {
+        let mut shards = even_shards(3);
+        shards[1].hash_key_range.ending_hash_key -= 5;
+        let err = ShardMap::new(&shards).expect_err("gap");
+        assert!(matches!(err, ShardMapError::Gap { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_overlap_is_an_error() {
+        let mut shards = even_shards(3);
+        shards[2].hash_key_range.starting_hash_key -= 1;
+        assert!(matches!(
+            ShardMap::new(&shards),
+            Err(ShardMapError::Overlap { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_edges_are_gaps() {
+        let mut shards = even_shards(2);
+        shards[0].hash_key_range.starting_hash_key = 1;
+        assert_eq!(
+            ShardMap::new(&shards).expect_err("gap").to_string(),
+            "no open shard owns hash keys 0..=0"
+        );
+        let mut shards = even_shards(2);
+        shards[1].hash_key_range.ending_hash_key -= 1;
+        assert!(matches!(
+            ShardMap::new(&shards),
+            Err(ShardMapError::Gap { to: MAX_HASH_KEY, .. })
+        ));
+    }
+
+    #[test]
+    fn duplicates_and_no_open_shards_are_errors() {
+        let mut shards = even_shards(2);
+        shards[1].shard_id = shards[0].shard_id.clone();
+        assert!(matches!(
+            ShardMap::new(&shards),
+            Err(ShardMapError::DuplicateShard(_))
+        ));
+        let mut shards = even_shards(1);
+        shards[0].state = ShardState::Closed;
+        assert_eq!(ShardMap::new(&shards).expect_err("closed").to_string(), "the stream has no open shards");
+    }
+
+    #[test]
+    fn closed_shards_may_overlap_open_ones_and_are_walked_as_ancestors() {
+        let mut parent = Shard::open("p", HashRange::FULL);
+        parent.state = ShardState::Closed;
+        parent.parent_shard_id = Some("grandparent-aged-out".into());
+        let key = HashRange::FULL.midpoint_split_key().expect("split");
+        let (a, b) = HashRange::FULL.split_at(key).expect("split");
+        let mut left = Shard::open("a", a);
+        left.parent_shard_id = Some("p".into());
+        let mut right = Shard::open("b", b);
+        right.parent_shard_id = Some("p".into());
+        let shards = vec![parent, left, right];
+        let map = ShardMap::new(&shards).expect("valid");
+        let ancestors: Vec<_> = map.ancestors("a").iter().map(|s| s.shard_id.clone()).collect();
+        assert_eq!(ancestors, vec!["p".to_string()]);
+    }
+}
