@@ -139,7 +139,7 @@ pub enum PlannedOperation {
         /// The expected share of the shard's traffic that goes to the lower child.
         lower_child_share: f64,
         /// Why.
-        reason: SplitReason,
+        reason: Reason,
     },
     /// `MergeShards`.
     #[serde(rename_all = "camelCase")]
@@ -151,7 +151,7 @@ pub enum PlannedOperation {
         /// The merged range.
         hash_key_range: HashRange,
         /// Why.
-        reason: MergeReason,
+        reason: Reason,
     },
 }
 
@@ -189,11 +189,11 @@ pub enum SplitPointUsed {
     MidpointNoDistribution,
 }
 
-/// Why a split was planned.
+/// Why an operation was wanted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub enum SplitReason {
-    /// The shard was hot for the whole window.
+pub enum Reason {
+    /// The shard was hot for the whole split window.
     #[serde(rename_all = "camelCase")]
     Hot {
         /// Peak bytes utilisation (%).
@@ -221,22 +221,26 @@ pub enum SplitReason {
         /// Open shards now.
         open_shards: usize,
     },
-}
-
-/// Why a merge was planned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MergeReason {
-    /// Peak combined bytes utilisation of the pair (% of one shard).
-    pub bytes_peak: f64,
-    /// Peak combined records utilisation.
-    pub records_peak: f64,
-    /// Merge threshold for bytes.
-    pub bytes_threshold: f64,
-    /// Merge threshold for records.
-    pub records_threshold: f64,
-    /// Minutes in the window, all known.
-    pub window_minutes: u32,
+    /// The pair was cold together for the whole merge window.
+    #[serde(rename_all = "camelCase")]
+    Cold {
+        /// Peak combined bytes utilisation of the pair (% of one shard).
+        bytes_peak: f64,
+        /// Peak combined records utilisation.
+        records_peak: f64,
+        /// Merge threshold for bytes.
+        bytes_threshold: f64,
+        /// Merge threshold for records.
+        records_threshold: f64,
+        /// Minutes in the window, all known.
+        window_minutes: u32,
+    },
+    /// Every known minute of the pair was cold together, but not every minute was known.
+    #[serde(rename_all = "camelCase")]
+    ColdWhereKnown {
+        /// Minutes in the window.
+        window_minutes: u32,
+    },
 }
 
 /// A candidate the planner would have acted on but a limit held back.
@@ -248,7 +252,7 @@ pub struct HeldCandidate {
     /// The shard(s) concerned.
     pub shard_ids: Vec<String>,
     /// Why it was a candidate.
-    pub wanted: String,
+    pub wanted: Reason,
     /// What held it back.
     pub limit: Limit,
 }
@@ -457,10 +461,10 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("unknown".to_string(), |v| format!("{v:.0}%"))
 }
 
-impl fmt::Display for SplitReason {
+impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SplitReason::Hot {
+            Reason::Hot {
                 bytes_peak,
                 records_peak,
                 bytes_threshold,
@@ -480,7 +484,7 @@ impl fmt::Display for SplitReason {
                 }
                 Ok(())
             }
-            SplitReason::BelowMinimum {
+            Reason::BelowMinimum {
                 min_shards,
                 source,
                 open_shards,
@@ -488,21 +492,21 @@ impl fmt::Display for SplitReason {
                 f,
                 "{open_shards} open shards below minShards {min_shards} ({source})"
             ),
+            Reason::Cold {
+                bytes_peak,
+                records_peak,
+                bytes_threshold,
+                records_threshold,
+                window_minutes,
+            } => write!(
+                f,
+                "cold together {window_minutes}m: bytes peak {bytes_peak:.0}% (merge at {bytes_threshold:.0}%), records peak {records_peak:.0}% (merge at {records_threshold:.0}%)"
+            ),
+            Reason::ColdWhereKnown { window_minutes } => write!(
+                f,
+                "every known minute of {window_minutes}m cold together"
+            ),
         }
-    }
-}
-
-impl fmt::Display for MergeReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cold together {}m: bytes peak {:.0}% (merge at {:.0}%), records peak {:.0}% (merge at {:.0}%)",
-            self.window_minutes,
-            self.bytes_peak,
-            self.bytes_threshold,
-            self.records_peak,
-            self.records_threshold
-        )
     }
 }
 
@@ -644,7 +648,6 @@ fn pair_heat(a: &Shard, b: &Shard, policy: &StreamPolicy, w: &Window) -> PairHea
     let th = &policy.merge.threshold;
     let (mut bytes_peak, mut records_peak) = (0.0f64, 0.0f64);
     let mut known = 0;
-    let mut cold_so_far = true;
     for i in w.start..w.end {
         let (ma, mb) = (minute(a, i), minute(b, i));
         if ma.throttled.is_some_and(|t| t > 0.0) || mb.throttled.is_some_and(|t| t > 0.0) {
@@ -665,13 +668,11 @@ fn pair_heat(a: &Shard, b: &Shard, policy: &StreamPolicy, w: &Window) -> PairHea
             bytes_peak = bytes_peak.max(bytes);
             records_peak = records_peak.max(records);
             if bytes > th.incoming_bytes || records > th.incoming_records {
-                cold_so_far = false;
+                return PairHeat::NotCold;
             }
         }
     }
-    if !cold_so_far {
-        PairHeat::NotCold
-    } else if known < w.minutes() {
+    if known < w.minutes() {
         PairHeat::Incomplete { known }
     } else {
         PairHeat::Cold {
@@ -1034,10 +1035,17 @@ pub fn plan(
     let split_w = window_ending(end, policy.split.stabilization_window.whole_minutes_ceil());
     let merge_w = window_ending(end, policy.merge.stabilization_window.whole_minutes_ceil());
 
-    let assessments: Vec<ShardAssessment> = map
-        .open_shards()
-        .map(|s| assess(s, policy, &split_w))
-        .collect();
+    // One pass in key order: each shard is assessed, and paired with its lower neighbour while
+    // both are still in cache.
+    let shards: Vec<&Shard> = map.open_shards().collect();
+    let mut assessments = Vec::with_capacity(shards.len());
+    let mut pair_heats = Vec::with_capacity(shards.len());
+    for (i, s) in shards.iter().enumerate() {
+        assessments.push(assess(s, policy, &split_w));
+        if i > 0 {
+            pair_heats.push(pair_heat(shards[i - 1], s, policy, &merge_w));
+        }
+    }
 
     let active = budget::evaluate(&policy.budgets, now);
     let (min_shards, min_source) = match &active.min_shards {
@@ -1092,7 +1100,6 @@ pub fn plan(
     let mut operations = Vec::new();
     let mut held = Vec::new();
     let mut splitting = std::collections::HashSet::new();
-    let shards: Vec<&Shard> = map.open_shards().collect();
 
     // 1. Hot shards, hottest first.
     let mut hot: Vec<usize> = (0..shards.len())
@@ -1111,7 +1118,7 @@ pub fn plan(
     });
     for i in hot {
         let (shard, a) = (shards[i], &assessments[i]);
-        let reason = SplitReason::Hot {
+        let reason = Reason::Hot {
             bytes_peak: a.bytes_peak,
             records_peak: a.records_peak,
             bytes_threshold: policy.split.threshold.incoming_bytes,
@@ -1147,7 +1154,7 @@ pub fn plan(
                 .then_with(|| shards[a].shard_id.cmp(&shards[b].shard_id))
         });
         for &i in rest.iter().take(shortfall as usize) {
-            let reason = SplitReason::BelowMinimum {
+            let reason = Reason::BelowMinimum {
                 min_shards: gates.min_shards,
                 source: gates.min_source.clone(),
                 open_shards: open,
@@ -1164,12 +1171,12 @@ pub fn plan(
 
     // 3. Cold adjacent pairs, coldest first, no shard in two merges.
     let mut pairs = Vec::new();
-    for w in 0..shards.len().saturating_sub(1) {
+    for (w, heat) in pair_heats.into_iter().enumerate() {
         let (a, b) = (shards[w], shards[w + 1]);
         if splitting.contains(a.shard_id.as_str()) || splitting.contains(b.shard_id.as_str()) {
             continue;
         }
-        match pair_heat(a, b, policy, &merge_w) {
+        match heat {
             PairHeat::Cold {
                 bytes_peak,
                 records_peak,
@@ -1177,7 +1184,9 @@ pub fn plan(
             PairHeat::Incomplete { known } => held.push(HeldCandidate {
                 action: OperationKind::Merge,
                 shard_ids: vec![a.shard_id.clone(), b.shard_id.clone()],
-                wanted: "every known minute is cold together".to_string(),
+                wanted: Reason::ColdWhereKnown {
+                    window_minutes: merge_w.minutes(),
+                },
                 limit: Limit::IncompleteData {
                     known_minutes: known,
                     window_minutes: merge_w.minutes(),
@@ -1195,7 +1204,7 @@ pub fn plan(
             continue;
         }
         let (a, b) = (shards[w], shards[w + 1]);
-        let reason = MergeReason {
+        let reason = Reason::Cold {
             bytes_peak,
             records_peak,
             bytes_threshold: mth.incoming_bytes,
@@ -1226,7 +1235,7 @@ pub fn plan(
             Err(limit) => held.push(HeldCandidate {
                 action: OperationKind::Merge,
                 shard_ids: vec![a.shard_id.clone(), b.shard_id.clone()],
-                wanted: reason.to_string(),
+                wanted: reason,
                 limit,
             }),
         }
@@ -1250,7 +1259,7 @@ pub fn plan(
 fn try_split<'s>(
     gates: &mut Gates<'_>,
     shard: &'s Shard,
-    reason: SplitReason,
+    reason: Reason,
     utilization: f64,
     operations: &mut Vec<PlannedOperation>,
     held: &mut Vec<HeldCandidate>,
@@ -1277,7 +1286,7 @@ fn try_split<'s>(
         Err(limit) => held.push(HeldCandidate {
             action: OperationKind::Split,
             shard_ids: vec![shard.shard_id.clone()],
-            wanted: reason.to_string(),
+            wanted: reason,
             limit,
         }),
     }

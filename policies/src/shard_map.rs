@@ -4,7 +4,7 @@ use crate::hash::{HashKey, HashRange, MAX_HASH_KEY};
 use crate::observation::{KeyDistribution, ShardMetrics};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 /// One shard as `ListShards` reports it, plus what was observed of its traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

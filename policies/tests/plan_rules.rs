@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use shardctl_policies::fixture::StreamFixture;
 use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
 use shardctl_policies::observation::{HeavyKey, KeyBucket};
-use shardctl_policies::plan::{Limit, PlannedOperation, SplitPointUsed, SplitReason};
+use shardctl_policies::plan::{Limit, PlannedOperation, SplitPointUsed, Reason};
 use shardctl_policies::policy::{Budget, ConsumerGroup, SelectPolicy, SplitPoint};
 use shardctl_policies::{
     Checkpoint, Decision, History, HumanDuration, KeyDistribution, PlanError, StreamPolicy,
@@ -291,7 +291,7 @@ fn a_scheduled_minimum_splits_the_hottest_shards_only_while_active() {
     assert_eq!(splits(&d), vec!["shardId-000000000002", "shardId-000000000003"]);
     assert!(matches!(
         &d.operations[0],
-        PlannedOperation::Split { reason: SplitReason::BelowMinimum { min_shards: 6, .. }, .. }
+        PlannedOperation::Split { reason: Reason::BelowMinimum { min_shards: 6, .. }, .. }
     ));
     p.budgets[0].schedule = Some("45 15 * * *".parse().unwrap());
     assert!(run(&p, f()).operations.is_empty());
