@@ -1,6 +1,7 @@
 //! `plan` on streams of 100 to 20,000 shards with 60 minutes of metrics each.
 //!
 //! Run: `cargo bench -p shardctl-policies --bench plan`
+#![allow(missing_docs)]
 
 use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

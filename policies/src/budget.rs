@@ -119,7 +119,10 @@ mod tests {
         let mut inactive = budget("0 3 * * *", HumanDuration::mins(1));
         inactive.min_shards = Some(100);
         let active = evaluate(&[a, b, inactive], at("2026-03-01T10:10:00Z"));
-        assert_eq!(active.merges.as_ref().map(|l| (l.value, l.budget.as_str())), Some((0, "b")));
+        assert_eq!(
+            active.merges.as_ref().map(|l| (l.value, l.budget.as_str())),
+            Some((0, "b"))
+        );
         assert_eq!(active.min_shards.map(|l| l.value), Some(8));
         assert_eq!(active.splits, None);
     }

@@ -46,7 +46,13 @@ impl StreamFixture {
     }
 
     /// Sets shard `i` to `bytes` % and `records` % of its limits in the given minutes.
-    pub fn utilization_in(mut self, i: usize, minutes: Range<usize>, bytes: f64, records: f64) -> Self {
+    pub fn utilization_in(
+        mut self,
+        i: usize,
+        minutes: Range<usize>,
+        bytes: f64,
+        records: f64,
+    ) -> Self {
         let n = self.minutes;
         let m = &mut self.obs.shards[i].metrics;
         for series in [
@@ -76,7 +82,9 @@ impl StreamFixture {
     /// Shard `i` reports throttled records in the given minutes.
     pub fn throttled(mut self, i: usize, minutes: Range<usize>, records: f64) -> Self {
         let n = self.minutes;
-        let s = &mut self.obs.shards[i].metrics.write_provisioned_throughput_exceeded;
+        let s = &mut self.obs.shards[i]
+            .metrics
+            .write_provisioned_throughput_exceeded;
         s.resize(n, Some(0.0));
         for t in minutes.filter(|t| *t < n) {
             s[t] = Some(records);

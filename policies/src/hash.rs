@@ -15,7 +15,9 @@ pub type HashKey = u128;
 pub const MAX_HASH_KEY: HashKey = u128::MAX;
 
 /// An inclusive range of hash keys owned by one shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct HashRange {
     /// First key of the range (inclusive), as a decimal string.
@@ -209,10 +211,13 @@ mod tests {
         assert!(json.contains("\"340282366920938463463374607431768211455\""));
         let back: HashRange = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, r);
-        let bad = serde_json::from_str::<HashRange>(
-            r#"{"startingHashKey":"-1","endingHashKey":"3"}"#,
+        let bad =
+            serde_json::from_str::<HashRange>(r#"{"startingHashKey":"-1","endingHashKey":"3"}"#);
+        assert!(
+            bad.expect_err("negative")
+                .to_string()
+                .contains("not a hash key")
         );
-        assert!(bad.expect_err("negative").to_string().contains("not a hash key"));
     }
 
     proptest::proptest! {

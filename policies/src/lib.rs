@@ -26,6 +26,7 @@ pub mod observation;
 pub mod plan;
 pub mod policy;
 pub mod rate;
+pub mod schema;
 pub mod shard_map;
 pub mod snapshot;
 pub mod validate;

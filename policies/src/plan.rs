@@ -416,7 +416,10 @@ impl fmt::Display for Limit {
                 group,
                 shard_id,
                 detail,
-            } => write!(f, "waiting for group {group} to drain {shard_id} ({detail})"),
+            } => write!(
+                f,
+                "waiting for group {group} to drain {shard_id} ({detail})"
+            ),
             Limit::Budget {
                 budget,
                 allowed,
@@ -502,10 +505,9 @@ impl fmt::Display for Reason {
                 f,
                 "cold together {window_minutes}m: bytes peak {bytes_peak:.0}% (merge at {bytes_threshold:.0}%), records peak {records_peak:.0}% (merge at {records_threshold:.0}%)"
             ),
-            Reason::ColdWhereKnown { window_minutes } => write!(
-                f,
-                "every known minute of {window_minutes}m cold together"
-            ),
+            Reason::ColdWhereKnown { window_minutes } => {
+                write!(f, "every known minute of {window_minutes}m cold together")
+            }
         }
     }
 }
@@ -707,7 +709,10 @@ fn split_key(
             b.starting_hash_key.max(range.starting_hash_key),
             b.ending_hash_key.min(range.ending_hash_key),
         );
-        if lo > hi || !(b.weight.is_finite() && b.weight > 0.0) || b.starting_hash_key > b.ending_hash_key {
+        if lo > hi
+            || !(b.weight.is_finite() && b.weight > 0.0)
+            || b.starting_hash_key > b.ending_hash_key
+        {
             continue;
         }
         let bucket = HashRange::new(b.starting_hash_key, b.ending_hash_key).unwrap_or(range);
@@ -767,7 +772,9 @@ fn split_key(
     // `lo` is the first key with at least half below it; one key lower may balance better
     // (a heavy key sits on one side or the other, never in between).
     let mut key = lo;
-    if key - 1 > range.starting_hash_key && (below(key - 1) - half).abs() < (below(key) - half).abs() {
+    if key - 1 > range.starting_hash_key
+        && (below(key - 1) - half).abs() < (below(key) - half).abs()
+    {
         key -= 1;
     }
     let lower = below(key) / total;
@@ -806,11 +813,18 @@ impl Gates<'_> {
         }
         let ancestors = self.map.ancestors(shard_id);
         for group in &self.policy.consumer_groups {
-            let state = self.obs.consumer_groups.iter().find(|g| g.name == group.name);
+            let state = self
+                .obs
+                .consumer_groups
+                .iter()
+                .find(|g| g.name == group.name);
             for ancestor in &ancestors {
                 let detail = match state.map(|s| s.drain_state(&ancestor.shard_id)) {
                     Some(DrainState::Drained) => continue,
-                    Some(DrainState::InProgress(c)) => format!("checkpoint {}", c.as_str()),
+                    Some(DrainState::InProgress(c)) => match c.as_str() {
+                        seq if seq.len() > 16 => format!("checkpoint …{}", &seq[seq.len() - 12..]),
+                        other => format!("checkpoint {other}"),
+                    },
                     Some(DrainState::NoLease) => "no lease for it yet".to_string(),
                     Some(DrainState::Unreadable(e)) => format!("lease table unreadable: {e}"),
                     None => "no drain state observed".to_string(),
@@ -991,11 +1005,17 @@ pub fn apply(shards: &[Shard], ops: &[PlannedOperation]) -> Result<Vec<Shard>, A
                 adjacent_shard_id,
                 ..
             } => {
-                let (a, b) = (find_open(&out, shard_id)?, find_open(&out, adjacent_shard_id)?);
+                let (a, b) = (
+                    find_open(&out, shard_id)?,
+                    find_open(&out, adjacent_shard_id)?,
+                );
                 let (ra, rb) = (out[a].hash_key_range, out[b].hash_key_range);
-                let merged = ra.merge_with(&rb).or_else(|| rb.merge_with(&ra)).ok_or_else(|| {
-                    ApplyError::NotAdjacent(shard_id.clone(), adjacent_shard_id.clone())
-                })?;
+                let merged = ra
+                    .merge_with(&rb)
+                    .or_else(|| rb.merge_with(&ra))
+                    .ok_or_else(|| {
+                        ApplyError::NotAdjacent(shard_id.clone(), adjacent_shard_id.clone())
+                    })?;
                 out[a].state = crate::shard_map::ShardState::Closed;
                 out[b].state = crate::shard_map::ShardState::Closed;
                 let mut child = Shard::open(crate::shard_map::shard_id(next), merged);
@@ -1049,7 +1069,10 @@ pub fn plan(
 
     let active = budget::evaluate(&policy.budgets, now);
     let (min_shards, min_source) = match &active.min_shards {
-        Some(l) if l.value > policy.min_shards => (l.value.min(policy.max_shards), format!("budget {}", l.budget)),
+        Some(l) if l.value > policy.min_shards => (
+            l.value.min(policy.max_shards),
+            format!("budget {}", l.budget),
+        ),
         _ => (policy.min_shards, "policy".to_string()),
     };
     let blanket = if obs.stream_status != StreamStatus::Active {
@@ -1130,14 +1153,25 @@ pub fn plan(
         // The shard's own utilisation, for judging single keys: the higher of the two metrics;
         // throttling means it needed more than 100 %.
         let utilization = max_opt(a.bytes_peak, a.records_peak).unwrap_or(0.0);
-        try_split(&mut gates, shard, reason, utilization, &mut operations, &mut held, &mut splitting);
+        try_split(
+            &mut gates,
+            shard,
+            reason,
+            utilization,
+            &mut operations,
+            &mut held,
+            &mut splitting,
+        );
     }
 
     // 2. Scheduled or policy minimum: split the hottest remaining shards until it is reached.
     let shortfall = gates.min_shards as i64 - gates.open_after();
     if shortfall > 0 {
         let mut rest: Vec<usize> = (0..shards.len())
-            .filter(|&i| !splitting.contains(shards[i].shard_id.as_str()) && shards[i].hash_key_range.is_splittable())
+            .filter(|&i| {
+                !splitting.contains(shards[i].shard_id.as_str())
+                    && shards[i].hash_key_range.is_splittable()
+            })
             .filter(|&i| assessments[i].state != ShardHeat::Hot)
             .collect();
         rest.sort_by(|&a, &b| {
@@ -1162,7 +1196,15 @@ pub fn plan(
             let a = &assessments[i];
             let utilization = max_opt(a.bytes_peak, a.records_peak).unwrap_or(0.0);
             let before = gates.splits;
-            try_split(&mut gates, shards[i], reason, utilization, &mut operations, &mut held, &mut splitting);
+            try_split(
+                &mut gates,
+                shards[i],
+                reason,
+                utilization,
+                &mut operations,
+                &mut held,
+                &mut splitting,
+            );
             if gates.splits == before && gates.open_after() >= gates.min_shards as i64 {
                 break;
             }
@@ -1196,7 +1238,8 @@ pub fn plan(
         }
     }
     let mth = &policy.merge.threshold;
-    let coldness = |(_, b, r): &(usize, f64, f64)| (b / mth.incoming_bytes).max(r / mth.incoming_records);
+    let coldness =
+        |(_, b, r): &(usize, f64, f64)| (b / mth.incoming_bytes).max(r / mth.incoming_records);
     pairs.sort_by(|x, y| coldness(x).total_cmp(&coldness(y)).then(x.0.cmp(&y.0)));
     let mut used = vec![false; shards.len()];
     for (w, bytes_peak, records_peak) in pairs {

@@ -36,14 +36,18 @@ pub fn allowance(
         let mut used = 0u32;
         let mut net_change = 0i64;
         let mut oldest_of_kind: Option<DateTime<Utc>> = None;
-        for op in history.effective().filter(|o| o.started_at > since && o.started_at <= now) {
+        for op in history
+            .effective()
+            .filter(|o| o.started_at > since && o.started_at <= now)
+        {
             match op.kind {
                 OperationKind::Split => net_change += 1,
                 OperationKind::Merge => net_change -= 1,
             }
             if op.kind == kind {
                 used += 1;
-                oldest_of_kind = Some(oldest_of_kind.map_or(op.started_at, |t| t.min(op.started_at)));
+                oldest_of_kind =
+                    Some(oldest_of_kind.map_or(op.started_at, |t| t.min(op.started_at)));
             }
         }
         let allowed = match p.kind {
@@ -99,8 +103,8 @@ fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{OperationOutcome, OperationRecord};
     use crate::HumanDuration;
+    use crate::history::{OperationOutcome, OperationRecord};
 
     fn t(min: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_800_000_000 + min * 60, 0).expect("time")
@@ -141,7 +145,11 @@ mod tests {
 
     #[test]
     fn shards_policy_counts_operations_in_the_period() {
-        let h = history(&[(Split, 0, Succeeded), (Split, 3, Succeeded), (Split, 4, Failed)]);
+        let h = history(&[
+            (Split, 0, Succeeded),
+            (Split, 3, Succeeded),
+            (Split, 4, Failed),
+        ]);
         let a = allowance(SelectPolicy::Max, &[shards(2, 5)], Split, &h, 10, t(4));
         assert_eq!(a.remaining, 0);
         assert_eq!(a.next_at, Some(t(5)));
@@ -156,7 +164,14 @@ mod tests {
         let a = allowance(SelectPolicy::Max, &[percent(50, 5)], Split, &h, 10, t(3));
         assert_eq!(a.remaining, 2);
         // 10% of 3 shards rounds up to 1.
-        let a = allowance(SelectPolicy::Max, &[percent(10, 5)], Merge, &History::default(), 3, t(3));
+        let a = allowance(
+            SelectPolicy::Max,
+            &[percent(10, 5)],
+            Merge,
+            &History::default(),
+            3,
+            t(3),
+        );
         assert_eq!(a.remaining, 1);
     }
 
@@ -164,9 +179,18 @@ mod tests {
     fn select_policy_picks_most_or_least_permissive() {
         let policies = [shards(1, 5), percent(100, 5)];
         let h = History::default();
-        assert_eq!(allowance(SelectPolicy::Max, &policies, Split, &h, 8, t(0)).remaining, 8);
-        assert_eq!(allowance(SelectPolicy::Min, &policies, Split, &h, 8, t(0)).remaining, 1);
-        assert_eq!(allowance(SelectPolicy::Disabled, &policies, Split, &h, 8, t(0)).remaining, 0);
+        assert_eq!(
+            allowance(SelectPolicy::Max, &policies, Split, &h, 8, t(0)).remaining,
+            8
+        );
+        assert_eq!(
+            allowance(SelectPolicy::Min, &policies, Split, &h, 8, t(0)).remaining,
+            1
+        );
+        assert_eq!(
+            allowance(SelectPolicy::Disabled, &policies, Split, &h, 8, t(0)).remaining,
+            0
+        );
     }
 
     #[test]

@@ -2,9 +2,9 @@
 
 use crate::hash::{HashKey, HashRange, MAX_HASH_KEY};
 use crate::observation::{KeyDistribution, ShardMetrics};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 /// One shard as `ListShards` reports it, plus what was observed of its traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -166,7 +166,10 @@ impl<'a> ShardMap<'a> {
     pub fn ancestors(&self, id: &str) -> Vec<&'a Shard> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
-        let mut stack: Vec<&str> = self.get(id).map(|s| s.parents().collect()).unwrap_or_default();
+        let mut stack: Vec<&str> = self
+            .get(id)
+            .map(|s| s.parents().collect())
+            .unwrap_or_default();
         while let Some(p) = stack.pop() {
             if !seen.insert(p) {
                 continue;
@@ -224,7 +227,11 @@ pub fn even_shards(n: usize) -> Vec<Shard> {
     let start = |i: u128| step * i + i.min(rem + 1);
     (0..n as u128)
         .map(|i| {
-            let end = if i + 1 == n as u128 { MAX_HASH_KEY } else { start(i + 1) - 1 };
+            let end = if i + 1 == n as u128 {
+                MAX_HASH_KEY
+            } else {
+                start(i + 1) - 1
+            };
             let range = HashRange::new(start(i), end).expect("starts increase with i");
             Shard::open(shard_id(i as usize), range)
         })
@@ -280,7 +287,10 @@ mod tests {
         shards[1].hash_key_range.ending_hash_key -= 1;
         assert!(matches!(
             ShardMap::new(&shards),
-            Err(ShardMapError::Gap { to: MAX_HASH_KEY, .. })
+            Err(ShardMapError::Gap {
+                to: MAX_HASH_KEY,
+                ..
+            })
         ));
     }
 
@@ -294,7 +304,10 @@ mod tests {
         ));
         let mut shards = even_shards(1);
         shards[0].state = ShardState::Closed;
-        assert_eq!(ShardMap::new(&shards).expect_err("closed").to_string(), "the stream has no open shards");
+        assert_eq!(
+            ShardMap::new(&shards).expect_err("closed").to_string(),
+            "the stream has no open shards"
+        );
     }
 
     #[test]
@@ -310,7 +323,11 @@ mod tests {
         right.parent_shard_id = Some("p".into());
         let shards = vec![parent, left, right];
         let map = ShardMap::new(&shards).expect("valid");
-        let ancestors: Vec<_> = map.ancestors("a").iter().map(|s| s.shard_id.clone()).collect();
+        let ancestors: Vec<_> = map
+            .ancestors("a")
+            .iter()
+            .map(|s| s.shard_id.clone())
+            .collect();
         assert_eq!(ancestors, vec!["p".to_string()]);
     }
 }

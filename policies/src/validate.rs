@@ -207,7 +207,8 @@ struct Checker<'r> {
 
 impl Checker<'_> {
     fn fail(&mut self, at: &At, message: String) {
-        self.report.append(at.to_garde(), garde::Error::new(message));
+        self.report
+            .append(at.to_garde(), garde::Error::new(message));
     }
 }
 
@@ -243,7 +244,10 @@ impl garde::Validate for PolicyFile {
             if !names.insert(stream.name.as_str()) {
                 c.fail(
                     &at.key("name"),
-                    format!("stream `{}` is listed twice; merge the two entries", stream.name),
+                    format!(
+                        "stream `{}` is listed twice; merge the two entries",
+                        stream.name
+                    ),
                 );
             }
             check_stream(&mut c, &at, stream);
@@ -309,11 +313,19 @@ fn check_stream(c: &mut Checker<'_>, at: &At, s: &StreamPolicy) {
     }
     let split = at.key("split");
     check_thresholds(c, &split.key("threshold"), &s.split.threshold);
-    check_window(c, &split.key("stabilizationWindow"), s.split.stabilization_window.0);
+    check_window(
+        c,
+        &split.key("stabilizationWindow"),
+        s.split.stabilization_window.0,
+    );
     check_rate(c, &split, s.split.select_policy, &s.split.policies);
     let merge = at.key("merge");
     check_thresholds(c, &merge.key("threshold"), &s.merge.threshold);
-    check_window(c, &merge.key("stabilizationWindow"), s.merge.stabilization_window.0);
+    check_window(
+        c,
+        &merge.key("stabilizationWindow"),
+        s.merge.stabilization_window.0,
+    );
     check_rate(c, &merge, s.merge.select_policy, &s.merge.policies);
     for (metric, split_v, merge_v) in [
         (
@@ -436,7 +448,8 @@ fn check_rate(c: &mut Checker<'_>, at: &At, select: SelectPolicy, policies: &[Ra
         if p.value == 0 {
             c.fail(
                 &pat.key("value"),
-                "value must be at least 1; to stop this direction set `selectPolicy: Disabled`".into(),
+                "value must be at least 1; to stop this direction set `selectPolicy: Disabled`"
+                    .into(),
             );
         }
         if p.period.0 < Duration::from_secs(60) || p.period.0 > Duration::from_secs(24 * 3600) {

@@ -52,7 +52,12 @@ pub fn telecom_snapshot() -> Snapshot {
             "billing",
             &[
                 (1, Checkpoint::ShardEnd),
-                (3, Checkpoint::Sequence("49654910385420946271138209451022367872543657233510891522".into())),
+                (
+                    3,
+                    Checkpoint::Sequence(
+                        "49654910385420946271138209451022367872543657233510891522".into(),
+                    ),
+                ),
             ],
         )
         .group(
@@ -107,12 +112,26 @@ fn pretty<T: serde::Serialize>(v: &T) -> String {
 fn telecom_example_snapshot_and_decision() {
     let snap = telecom_snapshot();
     check("examples/snapshots/telecom-hot-org.json", &pretty(&snap));
-    let policy = load_policy(include_str!("../examples/telecom-org-events.yaml"), "telecom").unwrap();
+    let policy = load_policy(
+        include_str!("../examples/telecom-org-events.yaml"),
+        "telecom",
+    )
+    .unwrap();
     let stream = policy.stream("org-events").unwrap();
-    let d = plan(stream, &snap.observation, &snap.history, snap.observation.observed_at).unwrap();
+    let d = plan(
+        stream,
+        &snap.observation,
+        &snap.history,
+        snap.observation.observed_at,
+    )
+    .unwrap();
     // What the example is meant to show, checked directly rather than only by the golden file:
     assert_eq!(d.operations.len(), 1, "{:#?}", d.operations);
-    assert!(d.operations[0].to_string().starts_with("split shardId-000000000002"));
+    assert!(
+        d.operations[0]
+            .to_string()
+            .starts_with("split shardId-000000000002")
+    );
     let limits: Vec<_> = d.held.iter().map(|h| h.limit.label()).collect();
     assert_eq!(limits, vec!["drain_pending", "budget"]);
     check("tests/golden/telecom-hot-org.decision.json", &pretty(&d));
@@ -124,9 +143,18 @@ fn night_policy_merges_at_night_and_holds_by_day() {
     check("examples/snapshots/audit-idle.json", &pretty(&snap));
     let policy = load_policy(include_str!("../examples/night-merge-only.yaml"), "night").unwrap();
     let stream = policy.stream("audit-log").unwrap();
-    let night = plan(stream, &snap.observation, &snap.history, snap.observation.observed_at).unwrap();
+    let night = plan(
+        stream,
+        &snap.observation,
+        &snap.history,
+        snap.observation.observed_at,
+    )
+    .unwrap();
     assert_eq!(night.operations.len(), 1);
-    check("tests/golden/audit-idle.night.decision.json", &pretty(&night));
+    check(
+        "tests/golden/audit-idle.night.decision.json",
+        &pretty(&night),
+    );
     let day_time = at("2026-11-03T09:00:00Z");
     let mut obs = snap.observation.clone();
     obs.observed_at = day_time;
@@ -134,4 +162,17 @@ fn night_policy_merges_at_night_and_holds_by_day() {
     let day = plan(stream, &obs, &snap.history, day_time).unwrap();
     assert!(day.operations.is_empty());
     assert!(day.held.iter().all(|h| h.limit.label() == "budget"));
+}
+
+#[test]
+fn committed_json_schemas_match_the_types() {
+    use shardctl_policies::schema;
+    check(
+        "schema/policy.schema.json",
+        &schema::render(&schema::policy_schema()),
+    );
+    check(
+        "schema/snapshot.schema.json",
+        &schema::render(&schema::snapshot_schema()),
+    );
 }

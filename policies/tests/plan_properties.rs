@@ -5,14 +5,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use shardctl_policies::budget;
 use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
-use shardctl_policies::observation::{ConsumerGroupState, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
+use shardctl_policies::observation::{
+    ConsumerGroupState, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
+};
 use shardctl_policies::plan::{PlannedOperation, apply};
 use shardctl_policies::policy::{
     Budget, ConsumerGroup, RatePolicy, RatePolicyKind, SelectPolicy, SplitPoint,
 };
 use shardctl_policies::{
-    Checkpoint, HashRange, History, HumanDuration, Observation, Shard, ShardMap, ShardMetrics,
-    ShardState, StreamPolicy, StreamStatus, MAX_HASH_KEY, plan,
+    Checkpoint, HashRange, History, HumanDuration, MAX_HASH_KEY, Observation, Shard, ShardMap,
+    ShardMetrics, ShardState, StreamPolicy, StreamStatus, plan,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -97,8 +99,16 @@ prop_compose! {
 
 fn rate_policies() -> impl Strategy<Value = Vec<RatePolicy>> {
     proptest::collection::vec(
-        (prop_oneof![Just(RatePolicyKind::Shards), Just(RatePolicyKind::Percent)], 1u32..6, 1u64..30)
-            .prop_map(|(kind, value, mins)| RatePolicy { kind, value, period: HumanDuration::mins(mins) }),
+        (
+            prop_oneof![Just(RatePolicyKind::Shards), Just(RatePolicyKind::Percent)],
+            1u32..6,
+            1u64..30,
+        )
+            .prop_map(|(kind, value, mins)| RatePolicy {
+                kind,
+                value,
+                period: HumanDuration::mins(mins),
+            }),
         1..3,
     )
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use shardctl_policies::fixture::StreamFixture;
 use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
 use shardctl_policies::observation::{HeavyKey, KeyBucket};
-use shardctl_policies::plan::{Limit, PlannedOperation, SplitPointUsed, Reason};
+use shardctl_policies::plan::{Limit, PlannedOperation, Reason, SplitPointUsed};
 use shardctl_policies::policy::{Budget, ConsumerGroup, SelectPolicy, SplitPoint};
 use shardctl_policies::{
     Checkpoint, Decision, History, HumanDuration, KeyDistribution, PlanError, StreamPolicy,
@@ -89,7 +89,11 @@ fn a_sustained_hot_shard_is_split_at_the_midpoint_with_its_numbers() {
     assert_eq!(*split_point, SplitPointUsed::MidpointNoDistribution);
     let text = reason.to_string();
     assert!(text.contains("bytes peak 95% (split at 80%)"), "{text}");
-    assert!(d.operations[0].to_string().contains("50/50"), "{}", d.operations[0]);
+    assert!(
+        d.operations[0].to_string().contains("50/50"),
+        "{}",
+        d.operations[0]
+    );
 }
 
 #[test]
@@ -111,7 +115,11 @@ fn minutes_inside_the_metrics_delay_are_not_judged() {
 
 #[test]
 fn throttling_is_evidence_of_heat_unless_turned_off() {
-    let f = || stream(4).utilization(2, 60.0, 60.0).throttled(2, 0..60, 250.0);
+    let f = || {
+        stream(4)
+            .utilization(2, 60.0, 60.0)
+            .throttled(2, 0..60, 250.0)
+    };
     let d = run(&policy(), f());
     assert_eq!(splits(&d), vec!["shardId-000000000002"]);
     assert!(d.operations[0].to_string().contains("throttled in 5m"));
@@ -164,7 +172,10 @@ fn traffic_weighted_split_halves_the_observed_traffic() {
         panic!("split expected")
     };
     assert_eq!(*split_point, SplitPointUsed::TrafficWeighted);
-    assert!((lower_child_share - 0.5).abs() < 0.01, "{lower_child_share}");
+    assert!(
+        (lower_child_share - 0.5).abs() < 0.01,
+        "{lower_child_share}"
+    );
     let pos = r.fraction_below(*new_starting_hash_key);
     assert!((pos - 0.0625).abs() < 0.01, "split at {pos} of the range");
 }
@@ -198,12 +209,17 @@ fn a_heavy_key_goes_to_the_side_that_balances_best() {
     // Below the heavy key lies 0.3 * 55 = 16.5; with the key, 61.5. A 61.5/38.5 split balances
     // better than 16.5/83.5, so the key goes to the lower child.
     assert_eq!(*new_starting_hash_key, heavy + 1);
-    assert!((lower_child_share - 0.615).abs() < 0.01, "{lower_child_share}");
+    assert!(
+        (lower_child_share - 0.615).abs() < 0.01,
+        "{lower_child_share}"
+    );
 }
 
 #[test]
 fn a_key_hotter_than_a_shard_is_reported_not_split() {
-    let f = stream(4).utilization(1, 100.0, 30.0).throttled(1, 0..60, 5000.0);
+    let f = stream(4)
+        .utilization(1, 100.0, 30.0)
+        .throttled(1, 0..60, 5000.0);
     let r = f.range(1);
     let dist = KeyDistribution {
         buckets: vec![],
@@ -228,7 +244,10 @@ fn cold_adjacent_pairs_merge_coldest_first_without_sharing_a_shard() {
     let d = run(&p, f);
     assert_eq!(
         merges(&d),
-        vec![("shardId-000000000002".to_string(), "shardId-000000000003".to_string())]
+        vec![(
+            "shardId-000000000002".to_string(),
+            "shardId-000000000003".to_string()
+        )]
     );
     assert!(d.operations[0].to_string().contains("cold together 30m"));
 }
@@ -236,7 +255,12 @@ fn cold_adjacent_pairs_merge_coldest_first_without_sharing_a_shard() {
 #[test]
 fn a_pair_that_would_be_hot_again_is_not_merged() {
     // 25 % + 25 % = 50 % > 40 % merge threshold.
-    let d = run(&policy(), stream(4).utilization(1, 25.0, 5.0).utilization(2, 25.0, 5.0));
+    let d = run(
+        &policy(),
+        stream(4)
+            .utilization(1, 25.0, 5.0)
+            .utilization(2, 25.0, 5.0),
+    );
     assert!(merges(&d).is_empty());
 }
 
@@ -245,7 +269,11 @@ fn missing_data_never_merges() {
     let d = run(&policy(), stream(4).cold(1).cold(2).missing(2, 40..41));
     assert!(merges(&d).is_empty());
     assert_eq!(held_limits(&d), vec!["incomplete_data"]);
-    assert!(d.held[0].to_string().contains("29 of 30 minutes"), "{}", d.held[0]);
+    assert!(
+        d.held[0].to_string().contains("29 of 30 minutes"),
+        "{}",
+        d.held[0]
+    );
     let d = run(&policy(), stream(4).cold(1).cold(2).no_metrics(2));
     assert!(merges(&d).is_empty());
 }
@@ -286,12 +314,22 @@ fn a_scheduled_minimum_splits_the_hottest_shards_only_while_active() {
     b.min_shards = Some(6);
     p.budgets = vec![b];
     p.max_operations_per_cycle = 4;
-    let f = || stream(4).utilization(2, 70.0, 10.0).utilization(3, 60.0, 10.0);
+    let f = || {
+        stream(4)
+            .utilization(2, 70.0, 10.0)
+            .utilization(3, 60.0, 10.0)
+    };
     let d = run(&p, f());
-    assert_eq!(splits(&d), vec!["shardId-000000000002", "shardId-000000000003"]);
+    assert_eq!(
+        splits(&d),
+        vec!["shardId-000000000002", "shardId-000000000003"]
+    );
     assert!(matches!(
         &d.operations[0],
-        PlannedOperation::Split { reason: Reason::BelowMinimum { min_shards: 6, .. }, .. }
+        PlannedOperation::Split {
+            reason: Reason::BelowMinimum { min_shards: 6, .. },
+            ..
+        }
     ));
     p.budgets[0].schedule = Some("45 15 * * *".parse().unwrap());
     assert!(run(&p, f()).operations.is_empty());
@@ -305,7 +343,10 @@ fn a_freeze_budget_holds_merges_and_says_until_when() {
     p.budgets = vec![b];
     let d = run(&p, stream(4).cold(0).cold(1));
     assert!(d.operations.is_empty());
-    assert_eq!(d.held[0].limit.to_string(), "budget b allows 0 per cycle until 18:00");
+    assert_eq!(
+        d.held[0].limit.to_string(),
+        "budget b allows 0 per cycle until 18:00"
+    );
 }
 
 #[test]
@@ -315,12 +356,18 @@ fn cooldown_after_a_split_holds_merges() {
     };
     let d = run_with(&policy(), stream(4).cold(0).cold(1), &h);
     assert!(d.operations.is_empty());
-    assert_eq!(d.held[0].limit.to_string(), "cooldown until 14:20 (after the last split)");
+    assert_eq!(
+        d.held[0].limit.to_string(),
+        "cooldown until 14:20 (after the last split)"
+    );
     // A failed split does not start a cooldown.
     let h = History {
         operations: vec![op(OperationKind::Split, 10, OperationOutcome::Failed)],
     };
-    assert_eq!(merges(&run_with(&policy(), stream(4).cold(0).cold(1), &h)).len(), 1);
+    assert_eq!(
+        merges(&run_with(&policy(), stream(4).cold(0).cold(1), &h)).len(),
+        1
+    );
 }
 
 #[test]
@@ -340,7 +387,11 @@ fn rate_policies_limit_splits_per_period() {
     let d = run_with(&p, stream(4).hot(0), &h);
     assert!(d.operations.is_empty());
     assert_eq!(d.held[0].limit.label(), "rate_limit");
-    assert!(d.held[0].limit.to_string().contains("next at 14:02"), "{}", d.held[0].limit);
+    assert!(
+        d.held[0].limit.to_string().contains("next at 14:02"),
+        "{}",
+        d.held[0].limit
+    );
 }
 
 #[test]
@@ -350,16 +401,29 @@ fn max_operations_per_cycle_holds_the_rest_hottest_first() {
         .utilization(2, 99.0, 10.0)
         .utilization(4, 90.0, 10.0);
     let d = run(&policy(), f);
-    assert_eq!(splits(&d), vec!["shardId-000000000002", "shardId-000000000004"]);
+    assert_eq!(
+        splits(&d),
+        vec!["shardId-000000000002", "shardId-000000000004"]
+    );
     assert_eq!(held_limits(&d), vec!["max_operations_per_cycle"]);
     assert_eq!(d.held[0].shard_ids, vec!["shardId-000000000000"]);
 }
 
 #[test]
 fn nothing_happens_while_the_stream_is_updating() {
-    let d = run(&policy(), stream(4).hot(0).cold(2).cold(3).status(StreamStatus::Updating));
+    let d = run(
+        &policy(),
+        stream(4)
+            .hot(0)
+            .cold(2)
+            .cold(3)
+            .status(StreamStatus::Updating),
+    );
     assert!(d.operations.is_empty());
-    assert_eq!(held_limits(&d), vec!["stream_not_active", "stream_not_active"]);
+    assert_eq!(
+        held_limits(&d),
+        vec!["stream_not_active", "stream_not_active"]
+    );
     assert!(d.held[0].limit.to_string().contains("UPDATING"));
 }
 
@@ -378,7 +442,12 @@ fn disabled_direction_is_held_with_that_reason() {
     let mut p = policy();
     p.split.select_policy = SelectPolicy::Disabled;
     let d = run(&p, stream(4).hot(0));
-    assert_eq!(d.held[0].limit, Limit::Disabled { kind: OperationKind::Split });
+    assert_eq!(
+        d.held[0].limit,
+        Limit::Disabled {
+            kind: OperationKind::Split
+        }
+    );
 }
 
 fn gated_policy() -> StreamPolicy {
@@ -395,7 +464,11 @@ fn the_drain_gate_holds_children_of_undrained_parents() {
     // Shard 1 was split into 4 and 5; 4 is hot now.
     let f = stream(4).split_existing(1).hot(4);
     let parent = f.id(1);
-    let d = run(&gated_policy(), f.clone().group("billing", &[(1, Checkpoint::Sequence("4955".into()))]));
+    let d = run(
+        &gated_policy(),
+        f.clone()
+            .group("billing", &[(1, Checkpoint::Sequence("4955".into()))]),
+    );
     assert!(d.operations.is_empty());
     assert_eq!(
         d.held[0].limit.to_string(),
@@ -403,12 +476,24 @@ fn the_drain_gate_holds_children_of_undrained_parents() {
     );
     // No lease row for the parent is not "drained".
     let d = run(&gated_policy(), f.clone().group("billing", &[]));
-    assert!(d.held[0].limit.to_string().contains("no lease"), "{}", d.held[0].limit);
+    assert!(
+        d.held[0].limit.to_string().contains("no lease"),
+        "{}",
+        d.held[0].limit
+    );
     // No drain state at all for the group is not "drained" either.
     let d = run(&gated_policy(), f.clone());
-    assert!(d.held[0].limit.to_string().contains("no drain state observed"));
+    assert!(
+        d.held[0]
+            .limit
+            .to_string()
+            .contains("no drain state observed")
+    );
     // Drained: the split goes ahead.
-    let d = run(&gated_policy(), f.group("billing", &[(1, Checkpoint::ShardEnd)]));
+    let d = run(
+        &gated_policy(),
+        f.group("billing", &[(1, Checkpoint::ShardEnd)]),
+    );
     assert_eq!(splits(&d).len(), 1);
 }
 
@@ -428,7 +513,10 @@ fn a_broken_shard_map_is_an_error_not_a_plan() {
     obs.shards[2].hash_key_range.starting_hash_key += 10;
     let err = plan(&policy(), &obs, &History::default(), now()).unwrap_err();
     assert!(matches!(err, PlanError::BrokenShardMap { .. }));
-    assert!(err.to_string().contains("no open shard owns hash keys"), "{err}");
+    assert!(
+        err.to_string().contains("no open shard owns hash keys"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -457,7 +545,10 @@ fn midpoint_policy_ignores_key_distributions() {
     let d = run(&p, f.key_distribution(0, dist));
     assert!(matches!(
         d.operations[0],
-        PlannedOperation::Split { split_point: SplitPointUsed::Midpoint, .. }
+        PlannedOperation::Split {
+            split_point: SplitPointUsed::Midpoint,
+            ..
+        }
     ));
 }
 

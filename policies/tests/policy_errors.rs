@@ -12,7 +12,10 @@ const HEAD: &str = "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:
 #[test]
 fn examples_load() {
     for (name, text) in [
-        ("telecom", include_str!("../examples/telecom-org-events.yaml")),
+        (
+            "telecom",
+            include_str!("../examples/telecom-org-events.yaml"),
+        ),
         ("night", include_str!("../examples/night-merge-only.yaml")),
     ] {
         let p = load_policy(text, name).unwrap_or_else(|e| panic!("{e}"));
@@ -39,7 +42,9 @@ fn wrong_type_is_located() {
 
 #[test]
 fn bad_duration_is_located_and_explains_units() {
-    let e = err(&format!("{HEAD}      split:\n        stabilizationWindow: 300\n"));
+    let e = err(&format!(
+        "{HEAD}      split:\n        stabilizationWindow: 300\n"
+    ));
     println!("{e}");
     assert!(e.starts_with("p.yaml:7:"), "{e}");
     assert!(e.contains("`5m`"), "{e}");
@@ -66,7 +71,9 @@ fn min_above_max_is_located_at_max_shards() {
 
 #[test]
 fn unknown_metric_is_an_error() {
-    let e = err(&format!("{HEAD}      split:\n        threshold:\n          outgoingBytes: 50\n"));
+    let e = err(&format!(
+        "{HEAD}      split:\n        threshold:\n          outgoingBytes: 50\n"
+    ));
     println!("{e}");
     assert!(e.starts_with("p.yaml:8:"), "{e}");
     assert!(e.contains("incomingBytes"), "{e}");

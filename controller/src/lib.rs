@@ -1,0 +1,8 @@
+//! shardctl: an auto-scaling shard controller for Amazon Kinesis Data Streams.
+//!
+//! The planning logic lives in [`shardctl_policies`]; this crate is the shell around it: the
+//! command line, file loading and the renderings people read.
+
+pub mod cli;
+pub mod files;
+pub mod render;
