@@ -74,7 +74,7 @@ pub struct PolicyFile {
     pub api_version: ApiVersion,
     /// Always `ScalingPolicy`.
     pub kind: PolicyKind,
-    /// Optional name and labels, for people.
+    /// An optional name, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
     /// The policy itself.

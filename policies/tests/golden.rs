@@ -176,3 +176,19 @@ fn committed_json_schemas_match_the_types() {
         &schema::render(&schema::snapshot_schema()),
     );
 }
+
+#[test]
+fn committed_policy_reference_matches_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy-reference.md");
+    let actual = shardctl_policies::schema::policy_reference_markdown();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "docs/policy-reference.md is stale; run `UPDATE_GOLDEN=1 cargo test -p shardctl-policies --test golden`"
+    );
+}
