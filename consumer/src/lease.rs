@@ -29,6 +29,10 @@ pub mod attr {
     pub const STARTING_HASH_KEY: &str = "startingHashKey";
     /// Last hash key of the shard (`S`, decimal).
     pub const ENDING_HASH_KEY: &str = "endingHashKey";
+    /// Graceful handoff marker (`S`): the previous owner of a stolen lease, allowed to write one
+    /// last checkpoint before the new owner starts. Not part of the KCL 2 schema; KCL 2 readers
+    /// ignore unknown attributes.
+    pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
 }
 
 /// Where processing of a shard stands, as stored in the `checkpoint` attribute.
@@ -179,6 +183,8 @@ pub struct Lease {
     pub starting_hash_key: Option<String>,
     /// `endingHashKey`, decimal, when known.
     pub ending_hash_key: Option<String>,
+    /// `checkpointOwner`: set while a stolen lease is being handed off by its previous owner.
+    pub checkpoint_owner: Option<String>,
 }
 
 impl Lease {
@@ -200,6 +206,7 @@ impl Lease {
             child_shard_ids: BTreeSet::new(),
             starting_hash_key: None,
             ending_hash_key: None,
+            checkpoint_owner: None,
         }
     }
 

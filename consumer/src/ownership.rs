@@ -386,6 +386,21 @@ impl Tenure {
         now >= self.valid_until
     }
 
+    /// The previous owner of a stolen lease confirmed it stopped (graceful handoff), so the tenure
+    /// may start now instead of one failover time after the steal.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use shardctl_consumer::ownership::{AcquireKind, Tenure};
+    /// let t0 = Instant::now();
+    /// let mut t = Tenure::acquired(1, t0, Duration::from_secs(3), AcquireKind::Steal);
+    /// t.handed_over(t0 + Duration::from_millis(500));
+    /// assert!(t.is_valid(t0 + Duration::from_millis(500)));
+    /// ```
+    pub fn handed_over(&mut self, now: Instant) {
+        self.valid_from = self.valid_from.min(now);
+    }
+
     /// True when releasing the lease (removing `leaseOwner`) is safe: the tenure has started, so no
     /// previous owner can still believe it holds the lease. A stolen lease released earlier would
     /// look free to everyone while its victim may still be processing.

@@ -1,0 +1,378 @@
+//! The processor API: what the application implements, one instance per shard lease.
+//!
+//! The worker calls, for each shard it holds, in this order:
+//!
+//! 1. [`ShardProcessor::initialize`] once, with the checkpoint processing starts after;
+//! 2. [`ShardProcessor::process_records`] for every batch, strictly in shard order, never
+//!    concurrently;
+//! 3. exactly one of
+//!    * [`ShardProcessor::shard_ended`]: the shard is closed and fully read. The processor **must**
+//!      call [`Checkpointer::checkpoint_shard_end`]. If it does not, the lease is not marked
+//!      `SHARD_END`, the child shards stay blocked, and the worker calls `shard_ended` again after
+//!      a back-off, for as long as it holds the lease;
+//!    * [`ShardProcessor::lease_lost`]: another worker owns the shard now; checkpointing is no
+//!      longer possible, and records after the last checkpoint will be processed again elsewhere;
+//!    * [`ShardProcessor::shutdown_requested`]: the worker is shutting down gracefully; checkpoint
+//!      what was processed, then the worker releases the lease so the next owner starts exactly
+//!      there.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::Mutex;
+use tracing::warn;
+
+use crate::lease::Checkpoint;
+use crate::ownership::Tenure;
+use crate::store::{LeaseStore, LeaseStoreError};
+
+/// One Kinesis record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Sequence number (decimal string, unique within the shard, increasing).
+    pub sequence_number: String,
+    /// Partition key the producer used.
+    pub partition_key: String,
+    /// Payload.
+    pub data: Bytes,
+    /// When Kinesis accepted the record, if reported.
+    pub approximate_arrival: Option<SystemTime>,
+}
+
+/// What [`ShardProcessor::initialize`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitInput {
+    /// The shard this processor instance serves.
+    pub shard_id: String,
+    /// Processing continues after this checkpoint (`TRIM_HORIZON` for a new shard).
+    pub checkpoint: Checkpoint,
+}
+
+/// One `GetRecords` result, in shard order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    /// The shard the records come from.
+    pub shard_id: String,
+    /// Records, in sequence-number order.
+    pub records: Vec<Record>,
+    /// How far behind the tip of the shard this batch is, if reported.
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// Errors of [`Checkpointer`] calls.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The lease is no longer ours (or its tenure lapsed); nothing was written.
+    #[error("lease {lease_key} is no longer held by this worker")]
+    LeaseLost {
+        /// Shard id.
+        lease_key: String,
+    },
+    /// `SHARD_END` can only be written from [`ShardProcessor::shard_ended`].
+    #[error("shard {lease_key} has not ended; SHARD_END cannot be checkpointed")]
+    ShardNotEnded {
+        /// Shard id.
+        lease_key: String,
+    },
+    /// The store failed; the checkpoint may or may not be written. Retrying is safe.
+    #[error(transparent)]
+    Store(#[from] LeaseStoreError),
+}
+
+impl CheckpointError {
+    /// Fixed label for metrics.
+    ///
+    /// ```
+    /// use shardctl_consumer::processor::CheckpointError;
+    /// assert_eq!(CheckpointError::LeaseLost { lease_key: "s".into() }.label(), "lease_lost");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::LeaseLost { .. } => "lease_lost",
+            Self::ShardNotEnded { .. } => "shard_not_ended",
+            Self::Store(e) => e.label(),
+        }
+    }
+}
+
+/// The state shared by the renewer and the checkpointer of one held lease. Writes to the lease
+/// are serialized through its mutex so that each one is conditional on the latest counter.
+#[derive(Debug)]
+pub(crate) struct LeaseCell {
+    pub(crate) tenure: Tenure,
+    pub(crate) lost: bool,
+    /// The lease was stolen with a graceful handoff: we may write one last checkpoint.
+    pub(crate) handoff: bool,
+    pub(crate) checkpoint: Checkpoint,
+}
+
+pub(crate) type SharedLease = Arc<Mutex<LeaseCell>>;
+
+/// Writes checkpoints for one shard. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(checkpointer: shardctl_consumer::processor::Checkpointer,
+/// #               batch: shardctl_consumer::processor::RecordBatch)
+/// #   -> Result<(), shardctl_consumer::processor::CheckpointError> {
+/// // after handling every record of the batch:
+/// checkpointer.checkpoint().await?;
+/// // or after one record:
+/// checkpointer.checkpoint_at(&batch.records[0]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    pub(crate) store: LeaseStore,
+    pub(crate) lease_key: String,
+    pub(crate) worker_id: String,
+    pub(crate) failover: std::time::Duration,
+    pub(crate) cell: SharedLease,
+    /// Last record handed to the processor (batch end).
+    pub(crate) last_delivered: Option<String>,
+    /// Set when the shard ended: child shard ids to record with `SHARD_END`.
+    pub(crate) ended_children: Option<BTreeSet<String>>,
+}
+
+impl Checkpointer {
+    /// Checkpoints at the end of the last batch handed to the processor.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: shardctl_consumer::processor::Checkpointer) -> Result<(), shardctl_consumer::processor::CheckpointError> {
+    /// c.checkpoint().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint(&self) -> Result<(), CheckpointError> {
+        match &self.last_delivered {
+            Some(seq) => self.checkpoint_sequence(seq).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoints after `record`: processing resumes with the record that follows it.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: shardctl_consumer::processor::Checkpointer, r: shardctl_consumer::processor::Record) -> Result<(), shardctl_consumer::processor::CheckpointError> {
+    /// c.checkpoint_at(&r).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint_at(&self, record: &Record) -> Result<(), CheckpointError> {
+        self.checkpoint_sequence(&record.sequence_number).await
+    }
+
+    /// Checkpoints after the record with `sequence_number`.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: shardctl_consumer::processor::Checkpointer) -> Result<(), shardctl_consumer::processor::CheckpointError> {
+    /// c.checkpoint_sequence("49590338271490256608559692538361571095921575989136588898").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint_sequence(&self, sequence_number: &str) -> Result<(), CheckpointError> {
+        self.write(
+            Checkpoint::Sequence {
+                sequence_number: sequence_number.to_owned(),
+                sub_sequence_number: 0,
+            },
+            &BTreeSet::new(),
+        )
+        .await
+    }
+
+    /// Marks the shard as fully processed (`SHARD_END`, with its child shard ids). Only valid in
+    /// [`ShardProcessor::shard_ended`]; children start once every parent has it.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: shardctl_consumer::processor::Checkpointer) -> Result<(), shardctl_consumer::processor::CheckpointError> {
+    /// c.checkpoint_shard_end().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint_shard_end(&self) -> Result<(), CheckpointError> {
+        match &self.ended_children {
+            Some(children) => self.write(Checkpoint::ShardEnd, children).await,
+            None => Err(CheckpointError::ShardNotEnded {
+                lease_key: self.lease_key.clone(),
+            }),
+        }
+    }
+
+    /// The shard this checkpointer writes to.
+    ///
+    /// ```no_run
+    /// # fn demo(c: shardctl_consumer::processor::Checkpointer) { println!("{}", c.shard_id()); }
+    /// ```
+    pub fn shard_id(&self) -> &str {
+        &self.lease_key
+    }
+
+    async fn write(
+        &self,
+        checkpoint: Checkpoint,
+        children: &BTreeSet<String>,
+    ) -> Result<(), CheckpointError> {
+        let mut cell = self.cell.lock().await;
+        let sent = std::time::Instant::now();
+        if cell.lost || !cell.tenure.is_valid(sent) {
+            return Err(self.lost());
+        }
+        if cell.handoff {
+            return self.handoff_write(&mut cell, checkpoint, children).await;
+        }
+        match self
+            .store
+            .checkpoint(
+                &self.lease_key,
+                cell.tenure.counter,
+                &self.worker_id,
+                &checkpoint,
+                children,
+            )
+            .await
+        {
+            Ok(counter) => {
+                cell.tenure.renewed(counter, sent, self.failover);
+                cell.checkpoint = checkpoint;
+                Ok(())
+            }
+            Err(e) if e.is_condition_failed() => {
+                // Stolen? If the thief left us the handoff marker, write the last checkpoint there.
+                match self.store.get(&self.lease_key).await {
+                    Ok(Some(row)) if row.checkpoint_owner.as_deref() == Some(&self.worker_id) => {
+                        cell.handoff = true;
+                        self.handoff_write(&mut cell, checkpoint, children).await
+                    }
+                    _ => {
+                        warn!(shard = %self.lease_key, worker = %self.worker_id, "checkpoint found the lease taken");
+                        cell.lost = true;
+                        Err(self.lost())
+                    }
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn handoff_write(
+        &self,
+        cell: &mut LeaseCell,
+        checkpoint: Checkpoint,
+        children: &BTreeSet<String>,
+    ) -> Result<(), CheckpointError> {
+        match self
+            .store
+            .handoff_checkpoint(&self.lease_key, &self.worker_id, &checkpoint, children)
+            .await
+        {
+            Ok(()) => {
+                cell.checkpoint = checkpoint;
+                Ok(())
+            }
+            Err(e) if e.is_condition_failed() => {
+                cell.lost = true;
+                Err(self.lost())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn lost(&self) -> CheckpointError {
+        CheckpointError::LeaseLost {
+            lease_key: self.lease_key.clone(),
+        }
+    }
+}
+
+/// The application's per-shard logic, in the spirit of the KCL record processor.
+///
+/// Methods return futures that must be `Send`; implement them with `async fn`.
+///
+/// ```
+/// use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
+///
+/// struct Printer;
+///
+/// impl ShardProcessor for Printer {
+///     async fn initialize(&mut self, input: InitInput) {
+///         println!("{} starts after {}", input.shard_id, input.checkpoint);
+///     }
+///     async fn process_records(&mut self, batch: RecordBatch, checkpointer: &Checkpointer) {
+///         for r in &batch.records {
+///             println!("{} {}", r.partition_key, r.sequence_number);
+///         }
+///         if let Err(e) = checkpointer.checkpoint().await {
+///             eprintln!("checkpoint failed: {e}");
+///         }
+///     }
+///     async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
+///         let _ = checkpointer.checkpoint_shard_end().await;
+///     }
+/// }
+/// ```
+pub trait ShardProcessor: Send + 'static {
+    /// Called once before any batch.
+    fn initialize(&mut self, input: InitInput) -> impl Future<Output = ()> + Send;
+
+    /// Called for each batch, in order. Checkpoint with `checkpointer` when it suits the sink.
+    fn process_records(
+        &mut self,
+        batch: RecordBatch,
+        checkpointer: &Checkpointer,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The shard is closed and every record was delivered. Must call
+    /// [`Checkpointer::checkpoint_shard_end`]; see the [module docs](self) for what happens if it
+    /// does not.
+    fn shard_ended(&mut self, checkpointer: &Checkpointer) -> impl Future<Output = ()> + Send;
+
+    /// The lease moved to another worker; do not expect further calls.
+    fn lease_lost(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The worker is shutting down gracefully. Checkpoint what was processed; the lease is released
+    /// right after this returns. The default checkpoints at the end of the last batch delivered.
+    fn shutdown_requested(
+        &mut self,
+        checkpointer: &Checkpointer,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            if let Err(e) = checkpointer.checkpoint().await {
+                warn!(shard = %checkpointer.shard_id(), error = %e, "checkpoint on shutdown failed");
+            }
+        }
+    }
+}
+
+/// Creates one processor per shard lease.
+///
+/// Any `Fn(&str) -> P + Send + Sync + 'static` is a factory:
+///
+/// ```
+/// use shardctl_consumer::processor::{Checkpointer, InitInput, ProcessorFactory, RecordBatch, ShardProcessor};
+/// struct Nop;
+/// impl ShardProcessor for Nop {
+///     async fn initialize(&mut self, _: InitInput) {}
+///     async fn process_records(&mut self, _: RecordBatch, _: &Checkpointer) {}
+///     async fn shard_ended(&mut self, c: &Checkpointer) { let _ = c.checkpoint_shard_end().await; }
+/// }
+/// let factory = |_shard: &str| Nop;
+/// let _processor = factory.create("shardId-000000000000");
+/// ```
+pub trait ProcessorFactory: Send + Sync + 'static {
+    /// The processor type.
+    type Processor: ShardProcessor;
+    /// A new processor for `shard_id`.
+    fn create(&self, shard_id: &str) -> Self::Processor;
+}
+
+impl<F, P> ProcessorFactory for F
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: ShardProcessor,
+{
+    type Processor = P;
+    fn create(&self, shard_id: &str) -> P {
+        self(shard_id)
+    }
+}

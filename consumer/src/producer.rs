@@ -1,0 +1,334 @@
+//! Producer helper: batched `PutRecords` with event ids, retrying only failed records, never
+//! reordering the events of one partition key.
+//!
+//! # Event envelope
+//!
+//! Each record's data is `b"SCE1"` + the event's 16-byte UUID + the payload. [`event_id`] reads
+//! it back; pass it to [`crate::dedup`] as the id extractor.
+//!
+//! # Ordering
+//!
+//! `PutRecords` does not order the records of one request: a failed record may be retried after
+//! later records of the same key were written. So each request carries **at most one record per
+//! partition key**, and a key's next event is sent only after the previous one was acknowledged.
+//! Many keys per request give the throughput; one key alone is sent one record per call.
+//!
+//! # Duplicates
+//!
+//! When a whole call fails (time-out, connection reset), Kinesis may still have written some of
+//! its records; they are sent again with the same event ids. That is the producer-retry duplicate
+//! that [`crate::dedup`] removes.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use bytes::{BufMut, Bytes, BytesMut};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::reader::backoff;
+
+const MAGIC: &[u8; 4] = b"SCE1";
+const MAX_RECORDS_PER_CALL: usize = 500;
+const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
+
+/// Wraps `payload` with `id` in the event envelope.
+///
+/// ```
+/// use shardctl_consumer::producer::{encode_event, event_id};
+/// let id = uuid::Uuid::new_v4();
+/// let data = encode_event(id, b"hello");
+/// assert_eq!(event_id(&data), Some(id));
+/// ```
+pub fn encode_event(id: Uuid, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(20 + payload.len());
+    buf.put_slice(MAGIC);
+    buf.put_slice(id.as_bytes());
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// The event id of an enveloped record, `None` if `data` is not an envelope.
+///
+/// ```
+/// use shardctl_consumer::producer::event_id;
+/// assert_eq!(event_id(b"plain data"), None);
+/// ```
+pub fn event_id(data: &[u8]) -> Option<Uuid> {
+    let rest = data.strip_prefix(MAGIC)?;
+    let bytes: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+    Some(Uuid::from_bytes(bytes))
+}
+
+/// The payload of an enveloped record (the whole data if it is not an envelope).
+///
+/// ```
+/// use shardctl_consumer::producer::{encode_event, event_payload};
+/// let data = encode_event(uuid::Uuid::new_v4(), b"hello");
+/// assert_eq!(event_payload(&data), b"hello");
+/// ```
+pub fn event_payload(data: &[u8]) -> &[u8] {
+    match data.strip_prefix(MAGIC) {
+        Some(rest) if rest.len() >= 16 => &rest[16..],
+        _ => data,
+    }
+}
+
+/// One event to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Partition key (e.g. the organisation id). Events of one key keep their order.
+    pub partition_key: String,
+    /// Event id carried in the envelope; stays the same across retries.
+    pub id: Uuid,
+    /// Application payload.
+    pub payload: Bytes,
+}
+
+impl Event {
+    /// A new event with a random id.
+    ///
+    /// ```
+    /// use shardctl_consumer::producer::Event;
+    /// let e = Event::new("org-1", "signup");
+    /// assert_eq!(e.partition_key, "org-1");
+    /// ```
+    pub fn new(partition_key: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            partition_key: partition_key.into(),
+            id: Uuid::new_v4(),
+            payload: payload.into(),
+        }
+    }
+}
+
+/// Errors of [`Producer::send`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// An event is larger than a Kinesis record may be (1 MiB with its key).
+    #[error("event {id} is {size} bytes with its key; the limit is 1 MiB")]
+    TooLarge {
+        /// Event id.
+        id: Uuid,
+        /// Size in bytes.
+        size: usize,
+    },
+    /// Retries were exhausted; `unsent` events (the first of their keys onwards) were not
+    /// acknowledged.
+    #[error(
+        "gave up after {attempts} attempts without progress; {unsent} events unsent: {last_error}"
+    )]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Events not acknowledged.
+        unsent: usize,
+        /// The last failure.
+        last_error: String,
+    },
+}
+
+impl ProduceError {
+    /// Fixed label for metrics.
+    ///
+    /// ```
+    /// use shardctl_consumer::producer::ProduceError;
+    /// let e = ProduceError::TooLarge { id: uuid::Uuid::nil(), size: 2 };
+    /// assert_eq!(e.label(), "too_large");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::GaveUp { .. } => "gave_up",
+        }
+    }
+}
+
+/// What one [`Producer::send`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// `PutRecords` calls made.
+    pub calls: u64,
+    /// Records acknowledged.
+    pub acknowledged: u64,
+    /// Record sends that failed and were retried.
+    pub retried: u64,
+}
+
+/// Sends events to a stream.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), shardctl_consumer::producer::ProduceError> {
+/// use shardctl_consumer::producer::{Event, Producer};
+/// let config = aws_config::load_from_env().await;
+/// let producer = Producer::new(aws_sdk_kinesis::Client::new(&config), "events");
+/// let report = producer
+///     .send(vec![Event::new("org-1", "a"), Event::new("org-2", "b"), Event::new("org-1", "c")])
+///     .await?;
+/// assert_eq!(report.acknowledged, 3);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    client: Client,
+    stream: String,
+    max_attempts: u32,
+}
+
+impl Producer {
+    /// A producer for `stream`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: aws_sdk_kinesis::Client) {
+    /// let producer = shardctl_consumer::producer::Producer::new(client, "events");
+    /// # }
+    /// ```
+    pub fn new(client: Client, stream: impl Into<String>) -> Self {
+        Self {
+            client,
+            stream: stream.into(),
+            max_attempts: 12,
+        }
+    }
+
+    /// Sets how many consecutive attempts without progress are made before giving up.
+    ///
+    /// ```no_run
+    /// # fn demo(p: shardctl_consumer::producer::Producer) {
+    /// let p = p.with_max_attempts(3);
+    /// # }
+    /// ```
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sends `events`; per partition key, in the order given. Returns when every event is
+    /// acknowledged.
+    ///
+    /// ```no_run
+    /// # async fn demo(p: shardctl_consumer::producer::Producer) -> Result<(), shardctl_consumer::producer::ProduceError> {
+    /// use shardctl_consumer::producer::Event;
+    /// p.send((0..10).map(|i| Event::new("org-7", format!("event {i}"))).collect()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(&self, events: Vec<Event>) -> Result<SendReport, ProduceError> {
+        // One queue per key, in order of first appearance.
+        let mut queues: Vec<VecDeque<(Event, Bytes)>> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for event in events {
+            let data = encode_event(event.id, &event.payload);
+            let size = data.len() + event.partition_key.len();
+            if size > MAX_BYTES_PER_RECORD {
+                return Err(ProduceError::TooLarge { id: event.id, size });
+            }
+            let slot = *index.entry(event.partition_key.clone()).or_insert_with(|| {
+                queues.push(VecDeque::new());
+                queues.len() - 1
+            });
+            queues[slot].push_back((event, data));
+        }
+
+        let mut report = SendReport::default();
+        let mut stalled = 0u32;
+        let mut last_error = String::new();
+        let mut cursor = 0usize;
+        loop {
+            let pending: usize = queues.iter().map(VecDeque::len).sum();
+            if pending == 0 {
+                return Ok(report);
+            }
+            // Heads of distinct keys, round-robin from `cursor` so no key starves.
+            let mut batch: Vec<usize> = Vec::new();
+            let mut bytes = 0usize;
+            for step in 0..queues.len() {
+                let q = (cursor + step) % queues.len();
+                let Some((event, data)) = queues[q].front() else {
+                    continue;
+                };
+                let size = data.len() + event.partition_key.len();
+                if batch.len() == MAX_RECORDS_PER_CALL || bytes + size > MAX_BYTES_PER_CALL {
+                    break;
+                }
+                bytes += size;
+                batch.push(q);
+            }
+            cursor = (cursor + batch.len()) % queues.len();
+            let entries: Vec<PutRecordsRequestEntry> = batch
+                .iter()
+                .filter_map(|&q| queues[q].front())
+                .filter_map(|(event, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(event.partition_key.clone())
+                        .data(Blob::new(data.to_vec()))
+                        .build()
+                        .ok()
+                })
+                .collect();
+            report.calls += 1;
+            let progress = match self
+                .client
+                .put_records()
+                .stream_name(&self.stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let mut acked = 0;
+                    for (&q, result) in batch.iter().zip(out.records()) {
+                        match result.error_code() {
+                            None => {
+                                queues[q].pop_front();
+                                acked += 1;
+                            }
+                            Some(code) => {
+                                report.retried += 1;
+                                last_error = format!(
+                                    "{code}: {}",
+                                    result.error_message().unwrap_or_default()
+                                );
+                            }
+                        }
+                    }
+                    report.acknowledged += acked;
+                    debug!(stream = %self.stream, sent = batch.len(), acked, "PutRecords done");
+                    if acked > 0 && (acked as usize) < batch.len() {
+                        // Partial failures are usually throttling: give the shards a moment.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    acked > 0
+                }
+                Err(e) => {
+                    report.retried += batch.len() as u64;
+                    last_error = DisplayErrorContext(&e).to_string();
+                    warn!(stream = %self.stream, error = %last_error, "PutRecords failed; retrying the batch");
+                    false
+                }
+            };
+            if progress {
+                stalled = 0;
+            } else {
+                stalled += 1;
+                if stalled >= self.max_attempts {
+                    return Err(ProduceError::GaveUp {
+                        attempts: stalled,
+                        unsent: queues.iter().map(VecDeque::len).sum(),
+                        last_error,
+                    });
+                }
+                tokio::time::sleep(backoff(
+                    stalled,
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                ))
+                .await;
+            }
+        }
+    }
+}

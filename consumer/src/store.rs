@@ -1,0 +1,793 @@
+//! The lease table in DynamoDB: KCL attribute names and types, every ownership or progress change a
+//! conditional write on `leaseCounter` (and owner).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
+};
+use tracing::{debug, info};
+
+use crate::lease::{Checkpoint, Lease, attr};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A lease row that could not be read. The row is kept out of decisions, never treated as absent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseRowError {
+    /// A required attribute is missing.
+    #[error("attribute {0} is missing")]
+    Missing(&'static str),
+    /// An attribute has an unexpected type or value.
+    #[error("attribute {0} is malformed")]
+    Malformed(&'static str),
+}
+
+/// Errors of [`LeaseStore`] operations.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseStoreError {
+    /// The conditional write failed: the lease changed (another worker took it or we lost it).
+    #[error("lease {lease_key} changed concurrently (conditional check failed)")]
+    ConditionFailed {
+        /// Shard id of the lease.
+        lease_key: String,
+    },
+    /// DynamoDB answered with an error or could not be reached.
+    #[error("DynamoDB {operation} failed: {message}")]
+    Dynamo {
+        /// The API operation.
+        operation: &'static str,
+        /// The error with its context.
+        message: String,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+    /// The table did not become `ACTIVE` in time.
+    #[error("lease table {table} is not ACTIVE after {waited:?}")]
+    TableNotReady {
+        /// Table name.
+        table: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A row returned by a write could not be read back.
+    #[error("lease row {lease_key} unreadable: {source}")]
+    Row {
+        /// Shard id of the lease.
+        lease_key: String,
+        /// What is wrong with it.
+        #[source]
+        source: LeaseRowError,
+    },
+}
+
+impl LeaseStoreError {
+    /// Fixed label for metrics.
+    ///
+    /// ```
+    /// use shardctl_consumer::store::LeaseStoreError;
+    /// let e = LeaseStoreError::ConditionFailed { lease_key: "s".into() };
+    /// assert_eq!(e.label(), "condition_failed");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ConditionFailed { .. } => "condition_failed",
+            Self::Dynamo { .. } => "dynamodb",
+            Self::TableNotReady { .. } => "table_not_ready",
+            Self::Row { .. } => "row",
+        }
+    }
+
+    /// True when the write lost a race (the lease is not ours, or no longer).
+    ///
+    /// ```
+    /// use shardctl_consumer::store::LeaseStoreError;
+    /// assert!(LeaseStoreError::ConditionFailed { lease_key: "s".into() }.is_condition_failed());
+    /// ```
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, Self::ConditionFailed { .. })
+    }
+}
+
+fn dynamo_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> LeaseStoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    LeaseStoreError::Dynamo {
+        operation,
+        message: DisplayErrorContext(&err).to_string(),
+        source: Box::new(err),
+    }
+}
+
+/// Result of scanning the table.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseScan {
+    /// Readable rows.
+    pub leases: Vec<Lease>,
+    /// Rows that could not be read, by `leaseKey` when it was readable. They are unknown, so the
+    /// worker neither takes them nor counts them as drained.
+    pub unreadable: Vec<(Option<String>, LeaseRowError)>,
+}
+
+/// Reads a KCL lease row.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use aws_sdk_dynamodb::types::AttributeValue;
+/// use shardctl_consumer::store::lease_from_item;
+/// let item = HashMap::from([
+///     ("leaseKey".to_string(), AttributeValue::S("shardId-000000000000".into())),
+///     ("leaseCounter".to_string(), AttributeValue::N("3".into())),
+///     ("checkpoint".to_string(), AttributeValue::S("TRIM_HORIZON".into())),
+/// ]);
+/// let lease = lease_from_item(&item).unwrap();
+/// assert_eq!(lease.lease_counter, 3);
+/// ```
+pub fn lease_from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseRowError> {
+    fn s<'a>(
+        item: &'a HashMap<String, AttributeValue>,
+        name: &'static str,
+    ) -> Result<Option<&'a String>, LeaseRowError> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v)),
+            Some(_) => Err(LeaseRowError::Malformed(name)),
+        }
+    }
+    fn n(
+        item: &HashMap<String, AttributeValue>,
+        name: &'static str,
+    ) -> Result<Option<u64>, LeaseRowError> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| LeaseRowError::Malformed(name)),
+            Some(_) => Err(LeaseRowError::Malformed(name)),
+        }
+    }
+    fn ss(
+        item: &HashMap<String, AttributeValue>,
+        name: &'static str,
+    ) -> Result<BTreeSet<String>, LeaseRowError> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(BTreeSet::new()),
+            Some(AttributeValue::Ss(v)) => Ok(v.iter().cloned().collect()),
+            // Some writers store a single parent as a plain string.
+            Some(AttributeValue::S(v)) => Ok(BTreeSet::from([v.clone()])),
+            Some(_) => Err(LeaseRowError::Malformed(name)),
+        }
+    }
+    let lease_key = s(item, attr::LEASE_KEY)?
+        .ok_or(LeaseRowError::Missing(attr::LEASE_KEY))?
+        .clone();
+    let lease_counter =
+        n(item, attr::LEASE_COUNTER)?.ok_or(LeaseRowError::Missing(attr::LEASE_COUNTER))?;
+    let checkpoint_value =
+        s(item, attr::CHECKPOINT)?.ok_or(LeaseRowError::Missing(attr::CHECKPOINT))?;
+    let sub = n(item, attr::CHECKPOINT_SUB_SEQUENCE_NUMBER)?.unwrap_or(0);
+    Ok(Lease {
+        lease_key,
+        lease_owner: s(item, attr::LEASE_OWNER)?.cloned(),
+        lease_counter,
+        checkpoint: Checkpoint::parse(checkpoint_value, sub),
+        owner_switches_since_checkpoint: n(item, attr::OWNER_SWITCHES_SINCE_CHECKPOINT)?
+            .unwrap_or(0),
+        parent_shard_ids: ss(item, attr::PARENT_SHARD_ID)?,
+        child_shard_ids: ss(item, attr::CHILD_SHARD_IDS)?,
+        starting_hash_key: s(item, attr::STARTING_HASH_KEY)?.cloned(),
+        ending_hash_key: s(item, attr::ENDING_HASH_KEY)?.cloned(),
+        checkpoint_owner: s(item, attr::CHECKPOINT_OWNER)?.cloned(),
+    })
+}
+
+/// Writes a KCL lease row (empty sets and absent values are omitted, as DynamoDB requires).
+///
+/// ```
+/// use shardctl_consumer::{Checkpoint, Lease};
+/// use shardctl_consumer::store::{lease_from_item, lease_to_item};
+/// let lease = Lease::new("shardId-1", Checkpoint::TrimHorizon).with_parents(["shardId-0"]);
+/// assert_eq!(lease_from_item(&lease_to_item(&lease)).unwrap(), lease);
+/// ```
+pub fn lease_to_item(lease: &Lease) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::new();
+    item.insert(
+        attr::LEASE_KEY.into(),
+        AttributeValue::S(lease.lease_key.clone()),
+    );
+    if let Some(owner) = &lease.lease_owner {
+        item.insert(attr::LEASE_OWNER.into(), AttributeValue::S(owner.clone()));
+    }
+    item.insert(
+        attr::LEASE_COUNTER.into(),
+        AttributeValue::N(lease.lease_counter.to_string()),
+    );
+    item.insert(
+        attr::CHECKPOINT.into(),
+        AttributeValue::S(lease.checkpoint.as_str().to_owned()),
+    );
+    item.insert(
+        attr::CHECKPOINT_SUB_SEQUENCE_NUMBER.into(),
+        AttributeValue::N(lease.checkpoint.sub_sequence_number().to_string()),
+    );
+    item.insert(
+        attr::OWNER_SWITCHES_SINCE_CHECKPOINT.into(),
+        AttributeValue::N(lease.owner_switches_since_checkpoint.to_string()),
+    );
+    if !lease.parent_shard_ids.is_empty() {
+        item.insert(
+            attr::PARENT_SHARD_ID.into(),
+            AttributeValue::Ss(lease.parent_shard_ids.iter().cloned().collect()),
+        );
+    }
+    if !lease.child_shard_ids.is_empty() {
+        item.insert(
+            attr::CHILD_SHARD_IDS.into(),
+            AttributeValue::Ss(lease.child_shard_ids.iter().cloned().collect()),
+        );
+    }
+    if let Some(k) = &lease.starting_hash_key {
+        item.insert(attr::STARTING_HASH_KEY.into(), AttributeValue::S(k.clone()));
+    }
+    if let Some(k) = &lease.ending_hash_key {
+        item.insert(attr::ENDING_HASH_KEY.into(), AttributeValue::S(k.clone()));
+    }
+    if let Some(o) = &lease.checkpoint_owner {
+        item.insert(attr::CHECKPOINT_OWNER.into(), AttributeValue::S(o.clone()));
+    }
+    item
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The lease table of one consumer application.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+/// use aws_config::BehaviorVersion;
+/// use shardctl_consumer::store::LeaseStore;
+/// let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+/// let store = LeaseStore::new(aws_sdk_dynamodb::Client::new(&config), "billing-consumer");
+/// store.ensure_table().await?;
+/// let scan = store.scan().await?;
+/// println!("{} leases", scan.leases.len());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LeaseStore {
+    client: Client,
+    table: String,
+}
+
+impl LeaseStore {
+    /// A store over `table` (not created until [`LeaseStore::ensure_table`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use shardctl_consumer::store::LeaseStore;
+    /// let config = aws_config::load_from_env().await;
+    /// let store = LeaseStore::new(aws_sdk_dynamodb::Client::new(&config), "my-app");
+    /// assert_eq!(store.table_name(), "my-app");
+    /// # }
+    /// ```
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) {
+    /// println!("{}", store.table_name());
+    /// # }
+    /// ```
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table (hash key `leaseKey`, on-demand billing) if it does not exist and waits
+    /// until it is `ACTIVE`.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// store.ensure_table().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ensure_table(&self) -> Result<(), LeaseStoreError> {
+        let definition = AttributeDefinition::builder()
+            .attribute_name(attr::LEASE_KEY)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| build_error("CreateTable", e))?;
+        let key = KeySchemaElement::builder()
+            .attribute_name(attr::LEASE_KEY)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| build_error("CreateTable", e))?;
+        match self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(definition)
+            .key_schema(key)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+        {
+            Ok(_) => info!(table = %self.table, "lease table created"),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                debug!(table = %self.table, "lease table exists");
+            }
+            Err(err) => return Err(dynamo_error("CreateTable", err)),
+        }
+        wait_table_active(&self.client, &self.table).await
+    }
+
+    /// Reads every row (strongly consistent, all pages).
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// for lease in store.scan().await?.leases {
+    ///     println!("{} owned by {:?} at {}", lease.lease_key, lease.lease_owner, lease.checkpoint);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn scan(&self) -> Result<LeaseScan, LeaseStoreError> {
+        let mut out = LeaseScan::default();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| dynamo_error("Scan", e))?;
+            for item in page.items() {
+                match lease_from_item(item) {
+                    Ok(lease) => out.leases.push(lease),
+                    Err(err) => {
+                        let key = match item.get(attr::LEASE_KEY) {
+                            Some(AttributeValue::S(k)) => Some(k.clone()),
+                            _ => None,
+                        };
+                        out.unreadable.push((key, err));
+                    }
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+        Ok(out)
+    }
+
+    /// Creates `lease` unless a row with its key exists. Returns whether it was created.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// use shardctl_consumer::{Checkpoint, Lease};
+    /// store.create_if_absent(&Lease::new("shardId-000000000000", Checkpoint::TrimHorizon)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_to_item(lease)))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", attr::LEASE_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(dynamo_error("PutItem", err)),
+        }
+    }
+
+    /// Takes an unowned or expired lease: sets the owner to `me` (and clears any stale handoff
+    /// marker) if `leaseCounter` still equals `expected_counter`. Returns the new counter.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// let counter = store.take("shardId-000000000000", 0, "worker-a").await?;
+    /// assert_eq!(counter, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn take(
+        &self,
+        lease_key: &str,
+        expected_counter: u64,
+        me: &str,
+    ) -> Result<u64, LeaseStoreError> {
+        self.update(
+            "take",
+            lease_key,
+            "SET #owner = :me, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one REMOVE #cpowner",
+            "#counter = :expected",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+                ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
+                ("#cpowner", attr::CHECKPOINT_OWNER),
+            ],
+            vec![
+                (":me", AttributeValue::S(me.to_owned())),
+                (":next", n(expected_counter + 1)),
+                (":expected", n(expected_counter)),
+                (":zero", n(0)),
+                (":one", n(1)),
+            ],
+        )
+        .await?;
+        Ok(expected_counter + 1)
+    }
+
+    /// Steals a lease from a live `victim`: sets the owner to `me` and `checkpointOwner` to the
+    /// victim, so the victim can write one last checkpoint (graceful handoff) before `me` starts.
+    /// Conditional on `leaseCounter`. Returns the new counter.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// store.steal("shardId-000000000000", 7, "worker-b", "worker-a").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn steal(
+        &self,
+        lease_key: &str,
+        expected_counter: u64,
+        me: &str,
+        victim: &str,
+    ) -> Result<u64, LeaseStoreError> {
+        self.update(
+            "steal",
+            lease_key,
+            "SET #owner = :me, #cpowner = :victim, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one",
+            "#counter = :expected AND #owner = :victim",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+                ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
+                ("#cpowner", attr::CHECKPOINT_OWNER),
+            ],
+            vec![
+                (":me", AttributeValue::S(me.to_owned())),
+                (":victim", AttributeValue::S(victim.to_owned())),
+                (":next", n(expected_counter + 1)),
+                (":expected", n(expected_counter)),
+                (":zero", n(0)),
+                (":one", n(1)),
+            ],
+        )
+        .await?;
+        Ok(expected_counter + 1)
+    }
+
+    /// The handed-off checkpoint: the previous owner of a stolen lease records where it stopped.
+    /// Conditional on `checkpointOwner = me`; does not touch `leaseCounter`, so the new owner's
+    /// renewals are unaffected.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// use shardctl_consumer::Checkpoint;
+    /// store.handoff_checkpoint("shardId-000000000000", "worker-a", &Checkpoint::Latest, &Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn handoff_checkpoint(
+        &self,
+        lease_key: &str,
+        me: &str,
+        checkpoint: &Checkpoint,
+        child_shard_ids: &BTreeSet<String>,
+    ) -> Result<(), LeaseStoreError> {
+        let mut names = vec![
+            ("#cpowner", attr::CHECKPOINT_OWNER),
+            ("#cp", attr::CHECKPOINT),
+            ("#sub", attr::CHECKPOINT_SUB_SEQUENCE_NUMBER),
+            ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
+        ];
+        let mut values = vec![
+            (":me", AttributeValue::S(me.to_owned())),
+            (":cp", AttributeValue::S(checkpoint.as_str().to_owned())),
+            (":sub", n(checkpoint.sub_sequence_number())),
+            (":zero", n(0)),
+        ];
+        let mut update = String::from("SET #cp = :cp, #sub = :sub, #switches = :zero");
+        if !child_shard_ids.is_empty() {
+            update.push_str(", #children = :children");
+            names.push(("#children", attr::CHILD_SHARD_IDS));
+            values.push((
+                ":children",
+                AttributeValue::Ss(child_shard_ids.iter().cloned().collect()),
+            ));
+        }
+        self.update(
+            "handoff_checkpoint",
+            lease_key,
+            &update,
+            "#cpowner = :me",
+            &names,
+            values,
+        )
+        .await
+    }
+
+    /// Ends a handoff: removes `checkpointOwner` if it is `who`. The previous owner calls it when
+    /// it stopped; the new owner calls it when the previous owner did not answer within the
+    /// failover time (so a late write from it is fenced off).
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// store.end_handoff("shardId-000000000000", "worker-a").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn end_handoff(&self, lease_key: &str, who: &str) -> Result<(), LeaseStoreError> {
+        self.update(
+            "end_handoff",
+            lease_key,
+            "REMOVE #cpowner",
+            "#cpowner = :who",
+            &[("#cpowner", attr::CHECKPOINT_OWNER)],
+            vec![(":who", AttributeValue::S(who.to_owned()))],
+        )
+        .await
+    }
+
+    /// Reads one row (strongly consistent). `Ok(None)` when absent.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// if let Some(lease) = store.get("shardId-000000000000").await? {
+    ///     println!("{}", lease.checkpoint);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, lease_key: &str) -> Result<Option<Lease>, LeaseStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("GetItem", e))?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => lease_from_item(&item)
+                .map(Some)
+                .map_err(|source| LeaseStoreError::Row {
+                    lease_key: lease_key.to_owned(),
+                    source,
+                }),
+        }
+    }
+
+    /// Renews a held lease: increments the counter if owner and counter are unchanged.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// let counter = store.renew("shardId-000000000000", 1, "worker-a").await?;
+    /// assert_eq!(counter, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn renew(
+        &self,
+        lease_key: &str,
+        counter: u64,
+        me: &str,
+    ) -> Result<u64, LeaseStoreError> {
+        self.update(
+            "renew",
+            lease_key,
+            "SET #counter = :next",
+            "#counter = :expected AND #owner = :me",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+            ],
+            vec![
+                (":me", AttributeValue::S(me.to_owned())),
+                (":next", n(counter + 1)),
+                (":expected", n(counter)),
+            ],
+        )
+        .await?;
+        Ok(counter + 1)
+    }
+
+    /// Writes a checkpoint on a held lease (and the child shard ids when the shard ended).
+    /// Resets `ownerSwitchesSinceCheckpoint`. Returns the new counter.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// use shardctl_consumer::Checkpoint;
+    /// store.checkpoint("shardId-000000000000", 2, "worker-a", &Checkpoint::ShardEnd, &Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint(
+        &self,
+        lease_key: &str,
+        counter: u64,
+        me: &str,
+        checkpoint: &Checkpoint,
+        child_shard_ids: &BTreeSet<String>,
+    ) -> Result<u64, LeaseStoreError> {
+        let mut names = vec![
+            ("#owner", attr::LEASE_OWNER),
+            ("#counter", attr::LEASE_COUNTER),
+            ("#cp", attr::CHECKPOINT),
+            ("#sub", attr::CHECKPOINT_SUB_SEQUENCE_NUMBER),
+            ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
+        ];
+        let mut values = vec![
+            (":me", AttributeValue::S(me.to_owned())),
+            (":next", n(counter + 1)),
+            (":expected", n(counter)),
+            (":cp", AttributeValue::S(checkpoint.as_str().to_owned())),
+            (":sub", n(checkpoint.sub_sequence_number())),
+            (":zero", n(0)),
+        ];
+        let mut update =
+            String::from("SET #counter = :next, #cp = :cp, #sub = :sub, #switches = :zero");
+        if !child_shard_ids.is_empty() {
+            update.push_str(", #children = :children");
+            names.push(("#children", attr::CHILD_SHARD_IDS));
+            values.push((
+                ":children",
+                AttributeValue::Ss(child_shard_ids.iter().cloned().collect()),
+            ));
+        }
+        self.update(
+            "checkpoint",
+            lease_key,
+            &update,
+            "#counter = :expected AND #owner = :me",
+            &names,
+            values,
+        )
+        .await?;
+        Ok(counter + 1)
+    }
+
+    /// Releases a held lease (removes `leaseOwner`) so another worker can take it at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// store.release("shardId-000000000000", 3, "worker-a").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn release(
+        &self,
+        lease_key: &str,
+        counter: u64,
+        me: &str,
+    ) -> Result<u64, LeaseStoreError> {
+        self.update(
+            "release",
+            lease_key,
+            "REMOVE #owner SET #counter = :next",
+            "#counter = :expected AND #owner = :me",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+            ],
+            vec![
+                (":me", AttributeValue::S(me.to_owned())),
+                (":next", n(counter + 1)),
+                (":expected", n(counter)),
+            ],
+        )
+        .await?;
+        Ok(counter + 1)
+    }
+
+    async fn update(
+        &self,
+        op: &'static str,
+        lease_key: &str,
+        update: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<(), LeaseStoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
+            .update_expression(update)
+            .condition_expression(condition);
+        for (placeholder, name) in names {
+            req = req.expression_attribute_names(*placeholder, *name);
+        }
+        for (placeholder, value) in values {
+            req = req.expression_attribute_values(placeholder, value);
+        }
+        match req.send().await {
+            Ok(_) => {
+                debug!(table = %self.table, lease = %lease_key, op, "lease write ok");
+                Ok(())
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                debug!(table = %self.table, lease = %lease_key, op, "lease write lost the race");
+                Err(LeaseStoreError::ConditionFailed {
+                    lease_key: lease_key.to_owned(),
+                })
+            }
+            Err(err) => Err(dynamo_error("UpdateItem", err)),
+        }
+    }
+}
+
+fn build_error(
+    operation: &'static str,
+    err: aws_sdk_dynamodb::error::BuildError,
+) -> LeaseStoreError {
+    LeaseStoreError::Dynamo {
+        operation,
+        message: err.to_string(),
+        source: Box::new(err),
+    }
+}
+
+/// Polls `DescribeTable` until the table is `ACTIVE` (deadline 60 s).
+pub(crate) async fn wait_table_active(client: &Client, table: &str) -> Result<(), LeaseStoreError> {
+    let deadline = Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    loop {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("DescribeTable", e))?;
+        if out
+            .table()
+            .and_then(|t| t.table_status())
+            .is_some_and(|s| *s == TableStatus::Active)
+        {
+            return Ok(());
+        }
+        if started.elapsed() > deadline {
+            return Err(LeaseStoreError::TableNotReady {
+                table: table.to_owned(),
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

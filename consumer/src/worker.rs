@@ -1,0 +1,1010 @@
+//! The worker: shard sync, lease taking and renewal, one ordered reader task per held shard.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::drain::DrainView;
+use crate::lease::{Checkpoint, Lease};
+use crate::ownership::{AcquireKind, BalancePolicy, LeaseObserver, Tenure, plan_acquisitions};
+use crate::processor::{
+    Checkpointer, InitInput, LeaseCell, ProcessorFactory, RecordBatch, ShardProcessor, SharedLease,
+};
+use crate::reader::{self, ReadError, ReadPacer, StartPosition, backoff};
+use crate::shards::{InitialPosition, ListShardsError, list_shards, plan_shard_sync};
+use crate::store::{LeaseStore, LeaseStoreError};
+
+/// Settings of a [`Worker`].
+///
+/// ```
+/// use std::time::Duration;
+/// use shardctl_consumer::WorkerConfig;
+/// let config = WorkerConfig::new("events", "billing-consumer")
+///     .with_failover(Duration::from_secs(3))
+///     .with_worker_id("worker-a");
+/// assert_eq!(config.renew_interval(), Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Kinesis stream to consume.
+    pub stream_name: String,
+    /// Lease table (one per consumer application).
+    pub table_name: String,
+    /// This worker's id, written as `leaseOwner`. Must be unique in the fleet.
+    pub worker_id: String,
+    /// Failover time: a lease not renewed for this long is taken by another worker. Default 10 s.
+    ///
+    /// # Warning
+    /// Short values fail over faster but cost more DynamoDB writes and make leases move on
+    /// short stalls (GC-free, but a slow network counts).
+    pub failover: Duration,
+    /// Where shards without history start. Default `TRIM_HORIZON`.
+    pub initial_position: InitialPosition,
+    /// `Limit` of each `GetRecords` call (1..=10000). Default 10000.
+    pub max_records_per_call: i32,
+    /// Wait between reads when a shard is caught up. Default 1 s (never below 200 ms).
+    pub idle_poll_interval: Duration,
+    /// How often the stream's shard list is synced into the lease table. Default 60 s; a shard
+    /// that ends also creates its children's leases at once.
+    pub shard_sync_interval: Duration,
+    /// At most this many leases stolen per round. Default 1.
+    pub max_steal_at_once: usize,
+    /// Upper bound of leases held by this worker. Default unbounded.
+    pub max_leases_per_worker: usize,
+}
+
+impl WorkerConfig {
+    /// Defaults with a random worker id.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// let config = WorkerConfig::new("events", "app");
+    /// assert_eq!(config.failover.as_secs(), 10);
+    /// ```
+    pub fn new(stream_name: impl Into<String>, table_name: impl Into<String>) -> Self {
+        Self {
+            stream_name: stream_name.into(),
+            table_name: table_name.into(),
+            worker_id: uuid::Uuid::new_v4().to_string(),
+            failover: Duration::from_secs(10),
+            initial_position: InitialPosition::TrimHorizon,
+            max_records_per_call: 10_000,
+            idle_poll_interval: Duration::from_secs(1),
+            shard_sync_interval: Duration::from_secs(60),
+            max_steal_at_once: 1,
+            max_leases_per_worker: usize::MAX,
+        }
+    }
+
+    /// Sets the failover time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_failover(Duration::from_secs(3));
+    /// assert_eq!(c.failover, Duration::from_secs(3));
+    /// ```
+    pub fn with_failover(mut self, failover: Duration) -> Self {
+        self.failover = failover;
+        self
+    }
+
+    /// Sets the worker id.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").with_worker_id("w1").worker_id, "w1");
+    /// ```
+    pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = id.into();
+        self
+    }
+
+    /// Sets the idle poll interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_idle_poll_interval(Duration::from_millis(250));
+    /// assert_eq!(c.idle_poll_interval.as_millis(), 250);
+    /// ```
+    pub fn with_idle_poll_interval(mut self, interval: Duration) -> Self {
+        self.idle_poll_interval = interval;
+        self
+    }
+
+    /// Sets the shard sync interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_shard_sync_interval(Duration::from_secs(5));
+    /// assert_eq!(c.shard_sync_interval.as_secs(), 5);
+    /// ```
+    pub fn with_shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.shard_sync_interval = interval;
+        self
+    }
+
+    /// Renewal period: a third of the failover time.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").renew_interval().as_millis(), 3333);
+    /// ```
+    pub fn renew_interval(&self) -> Duration {
+        self.failover / 3
+    }
+
+    /// Period of the lease-taking round (a table scan): an eighth of the failover time (at least
+    /// 100 ms). The expiry clock starts when a scan first sees a counter, and the take happens at
+    /// the first round after it ran out, so a dead worker's leases move within about
+    /// `failover + 2 * take_interval` = 1.25 failover times of its last renewal.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").take_interval().as_millis(), 1250);
+    /// ```
+    pub fn take_interval(&self) -> Duration {
+        (self.failover / 8).max(Duration::from_millis(100))
+    }
+
+    fn balance_policy(&self) -> BalancePolicy {
+        BalancePolicy {
+            failover: self.failover,
+            max_steal_at_once: self.max_steal_at_once,
+            max_leases_per_worker: self.max_leases_per_worker,
+        }
+    }
+}
+
+/// Errors starting a [`Worker`].
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The lease table could not be created or read.
+    #[error(transparent)]
+    Store(#[from] LeaseStoreError),
+    /// The stream's shards could not be listed.
+    #[error(transparent)]
+    ListShards(#[from] ListShardsError),
+    /// The configuration is invalid.
+    #[error("invalid worker configuration: {0}")]
+    Config(&'static str),
+}
+
+impl WorkerError {
+    /// Fixed label for metrics.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerError;
+    /// assert_eq!(WorkerError::Config("x").label(), "config");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Store(e) => e.label(),
+            Self::ListShards(_) => "list_shards",
+            Self::Config(_) => "config",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Run,
+    LeaseLost,
+    /// Stolen with a graceful handoff: checkpoint, then stop.
+    Handoff,
+    Shutdown,
+}
+
+struct Held {
+    cell: SharedLease,
+    signal: watch::Sender<Signal>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// What the coordinator last read: lease rows and, once synced, the listed shard ids.
+#[derive(Debug, Default)]
+struct Snapshot {
+    leases: Vec<Lease>,
+    unreadable: BTreeSet<String>,
+    listed: Option<BTreeSet<String>>,
+}
+
+struct Inner<F: ProcessorFactory> {
+    config: WorkerConfig,
+    store: LeaseStore,
+    kinesis: aws_sdk_kinesis::Client,
+    factory: F,
+    held: StdMutex<HashMap<String, Held>>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    sync_now: Notify,
+}
+
+/// A running consumer worker. Dropping it does not stop it: call [`Worker::shutdown`] (graceful:
+/// processors checkpoint, leases are released) or [`Worker::kill`] (as if the process died).
+///
+/// ```no_run
+/// use aws_config::BehaviorVersion;
+/// use shardctl_consumer::{Worker, WorkerConfig};
+/// use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
+///
+/// struct Printer;
+/// impl ShardProcessor for Printer {
+///     async fn initialize(&mut self, _: InitInput) {}
+///     async fn process_records(&mut self, batch: RecordBatch, c: &Checkpointer) {
+///         println!("{} records from {}", batch.records.len(), batch.shard_id);
+///         let _ = c.checkpoint().await;
+///     }
+///     async fn shard_ended(&mut self, c: &Checkpointer) {
+///         let _ = c.checkpoint_shard_end().await;
+///     }
+/// }
+///
+/// # async fn demo() -> Result<(), shardctl_consumer::WorkerError> {
+/// let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+/// let worker = Worker::start(
+///     WorkerConfig::new("events", "printer-app"),
+///     aws_sdk_kinesis::Client::new(&aws),
+///     aws_sdk_dynamodb::Client::new(&aws),
+///     |_shard: &str| Printer,
+/// )
+/// .await?;
+/// tokio::signal::ctrl_c().await.ok();
+/// worker.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    worker_id: String,
+    held: Arc<dyn HeldView>,
+    coordinator: JoinHandle<()>,
+    renewer: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    shutdown_all: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
+}
+
+trait HeldView: Send + Sync {
+    fn held_shards(&self) -> Vec<String>;
+    fn abort_all(&self);
+}
+
+impl<F: ProcessorFactory> HeldView for Inner<F> {
+    fn held_shards(&self) -> Vec<String> {
+        let mut keys: Vec<String> = lock(&self.held).keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+    fn abort_all(&self) {
+        for held in lock(&self.held).values_mut() {
+            if let Some(task) = held.task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the map lock leaves it consistent (only inserts/removes).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Creates the lease table if needed, syncs shards into it, and starts taking leases.
+    ///
+    /// ```no_run
+    /// # use shardctl_consumer::{Worker, WorkerConfig};
+    /// # use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
+    /// # struct Nop;
+    /// # impl ShardProcessor for Nop {
+    /// #     async fn initialize(&mut self, _: InitInput) {}
+    /// #     async fn process_records(&mut self, _: RecordBatch, _: &Checkpointer) {}
+    /// #     async fn shard_ended(&mut self, c: &Checkpointer) { let _ = c.checkpoint_shard_end().await; }
+    /// # }
+    /// # async fn demo(k: aws_sdk_kinesis::Client, d: aws_sdk_dynamodb::Client) -> Result<(), shardctl_consumer::WorkerError> {
+    /// let worker = Worker::start(WorkerConfig::new("events", "app"), k, d, |_: &str| Nop).await?;
+    /// println!("{} holds {:?}", worker.worker_id(), worker.held_shards());
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<F: ProcessorFactory>(
+        config: WorkerConfig,
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        factory: F,
+    ) -> Result<Self, WorkerError> {
+        if config.failover < Duration::from_millis(300) {
+            return Err(WorkerError::Config("failover must be at least 300 ms"));
+        }
+        if !(1..=10_000).contains(&config.max_records_per_call) {
+            return Err(WorkerError::Config(
+                "max_records_per_call must be in 1..=10000",
+            ));
+        }
+        if config.worker_id.is_empty() {
+            return Err(WorkerError::Config("worker_id must not be empty"));
+        }
+        let store = LeaseStore::new(dynamodb, config.table_name.clone());
+        store.ensure_table().await?;
+        let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            kinesis,
+            factory,
+            held: StdMutex::new(HashMap::new()),
+            snapshot,
+            sync_now: Notify::new(),
+        });
+        let listed = inner.shard_sync().await?;
+        inner.snapshot.send_modify(|s| {
+            let mut next = Snapshot {
+                listed: Some(listed),
+                ..Snapshot::default()
+            };
+            next.leases = s.leases.clone();
+            *s = Arc::new(next);
+        });
+        info!(worker = %inner.config.worker_id, stream = %inner.config.stream_name,
+              table = %inner.config.table_name, failover_ms = inner.config.failover.as_millis() as u64,
+              "worker started");
+        let (stop, stop_rx) = watch::channel(false);
+        let coordinator = tokio::spawn(Arc::clone(&inner).coordinate(stop_rx.clone()));
+        let renewer = tokio::spawn(Arc::clone(&inner).renew_loop(stop_rx));
+        let for_shutdown = Arc::clone(&inner);
+        Ok(Self {
+            worker_id: inner.config.worker_id.clone(),
+            held: inner,
+            coordinator,
+            renewer,
+            stop,
+            shutdown_all: Box::new(move || Box::pin(for_shutdown.graceful_shutdown())),
+        })
+    }
+
+    /// This worker's id (`leaseOwner` of its leases).
+    ///
+    /// ```no_run
+    /// # fn demo(w: &shardctl_consumer::Worker) { println!("{}", w.worker_id()); }
+    /// ```
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Shard ids whose leases this worker holds now.
+    ///
+    /// ```no_run
+    /// # fn demo(w: &shardctl_consumer::Worker) { assert!(w.held_shards().len() < 10_000); }
+    /// ```
+    pub fn held_shards(&self) -> Vec<String> {
+        self.held.held_shards()
+    }
+
+    /// Graceful stop: no new leases; each processor gets
+    /// [`ShardProcessor::shutdown_requested`] and checkpoints; then the leases are released so
+    /// other workers take them at once, resuming exactly at the checkpoints.
+    ///
+    /// ```no_run
+    /// # async fn demo(w: shardctl_consumer::Worker) { w.shutdown().await; }
+    /// ```
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.coordinator.await;
+        (self.shutdown_all)().await;
+        self.renewer.abort();
+        info!(worker = %self.worker_id, "worker stopped");
+    }
+
+    /// Stops everything at once without checkpointing or releasing, like a crashed process. Its
+    /// leases expire after the failover time and other workers resume from the last checkpoints.
+    ///
+    /// ```no_run
+    /// # fn demo(w: shardctl_consumer::Worker) { w.kill(); }
+    /// ```
+    pub fn kill(self) {
+        self.coordinator.abort();
+        self.renewer.abort();
+        self.held.abort_all();
+        warn!(worker = %self.worker_id, "worker killed without releasing its leases");
+    }
+}
+
+impl<F: ProcessorFactory> Inner<F> {
+    fn me(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    /// Lists shards and creates missing leases. Returns the listed shard ids.
+    async fn shard_sync(&self) -> Result<BTreeSet<String>, WorkerError> {
+        let shards = list_shards(&self.kinesis, &self.config.stream_name).await?;
+        let scan = self.store.scan().await?;
+        for lease in plan_shard_sync(&shards, &scan.leases, self.config.initial_position) {
+            if self.store.create_if_absent(&lease).await? {
+                info!(worker = %self.me(), shard = %lease.lease_key, checkpoint = %lease.checkpoint,
+                      parents = ?lease.parent_shard_ids, "lease created");
+            }
+        }
+        Ok(shards.into_iter().map(|s| s.shard_id).collect())
+    }
+
+    async fn coordinate(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut observer = LeaseObserver::default();
+        let mut last_sync = Instant::now();
+        let mut listed: Option<BTreeSet<String>> = self.snapshot.borrow().listed.clone();
+        let policy = self.config.balance_policy();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if last_sync.elapsed() >= self.config.shard_sync_interval {
+                match self.shard_sync().await {
+                    Ok(ids) => listed = Some(ids),
+                    Err(e) => warn!(worker = %self.me(), error = %e, "shard sync failed"),
+                }
+                last_sync = Instant::now();
+            }
+            match self.store.scan().await {
+                Ok(scan) => {
+                    let now = Instant::now();
+                    observer.observe(&scan.leases, now);
+                    let unreadable: BTreeSet<String> = scan
+                        .unreadable
+                        .iter()
+                        .filter_map(|(k, _)| k.clone())
+                        .collect();
+                    for (key, err) in &scan.unreadable {
+                        warn!(worker = %self.me(), lease = ?key, error = %err, "unreadable lease row ignored");
+                    }
+                    let held: std::collections::HashSet<String> = {
+                        let mut map = lock(&self.held);
+                        map.retain(|_, h| h.task.as_ref().is_some_and(|t| !t.is_finished()));
+                        map.keys().cloned().collect()
+                    };
+                    let candidates: Vec<Lease> = scan
+                        .leases
+                        .iter()
+                        .filter(|l| !unreadable.contains(&l.lease_key))
+                        .cloned()
+                        .collect();
+                    let plan =
+                        plan_acquisitions(self.me(), &candidates, &held, &observer, now, &policy);
+                    self.snapshot.send_replace(Arc::new(Snapshot {
+                        leases: scan.leases,
+                        unreadable,
+                        listed: listed.clone(),
+                    }));
+                    for acq in plan {
+                        let sent = Instant::now();
+                        let result = match (acq.kind, acq.previous_owner.as_deref()) {
+                            (AcquireKind::Steal, Some(victim)) => {
+                                self.store
+                                    .steal(&acq.lease_key, acq.expected_counter, self.me(), victim)
+                                    .await
+                            }
+                            _ => {
+                                self.store
+                                    .take(&acq.lease_key, acq.expected_counter, self.me())
+                                    .await
+                            }
+                        };
+                        match result {
+                            Ok(counter) => {
+                                info!(worker = %self.me(), shard = %acq.lease_key, kind = ?acq.kind,
+                                      from = ?acq.previous_owner, "lease acquired");
+                                let tenure =
+                                    Tenure::acquired(counter, sent, self.config.failover, acq.kind);
+                                self.spawn_shard(acq.lease_key, tenure);
+                            }
+                            Err(e) if e.is_condition_failed() => {
+                                debug!(worker = %self.me(), shard = %acq.lease_key, "lost the race for a lease");
+                            }
+                            Err(e) => {
+                                warn!(worker = %self.me(), shard = %acq.lease_key, error = %e, "taking lease failed");
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(worker = %self.me(), error = %e, "lease scan failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.take_interval()) => {}
+                _ = self.sync_now.notified() => { last_sync = Instant::now() - self.config.shard_sync_interval; }
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    fn spawn_shard(self: &Arc<Self>, key: String, tenure: Tenure) {
+        let cell = Arc::new(Mutex::new(LeaseCell {
+            tenure,
+            lost: false,
+            handoff: false,
+            checkpoint: Checkpoint::TrimHorizon,
+        }));
+        let (signal, signal_rx) = watch::channel(Signal::Run);
+        let task =
+            tokio::spawn(Arc::clone(self).run_shard(key.clone(), Arc::clone(&cell), signal_rx));
+        lock(&self.held).insert(
+            key,
+            Held {
+                cell,
+                signal,
+                task: Some(task),
+            },
+        );
+    }
+
+    async fn renew_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.renew_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = stop.changed() => if r.is_err() { return; },
+            }
+            let held: Vec<(String, SharedLease, watch::Sender<Signal>)> = lock(&self.held)
+                .iter()
+                .map(|(k, h)| (k.clone(), Arc::clone(&h.cell), h.signal.clone()))
+                .collect();
+            let renewals = held.into_iter().map(|(key, cell, signal)| {
+                let this = Arc::clone(&self);
+                async move { this.renew_one(&key, &cell, &signal).await }
+            });
+            futures::future::join_all(renewals).await;
+        }
+    }
+
+    async fn renew_one(&self, key: &str, cell: &SharedLease, signal: &watch::Sender<Signal>) {
+        let mut cell = cell.lock().await;
+        if cell.lost || cell.handoff {
+            return;
+        }
+        let sent = Instant::now();
+        if cell.tenure.is_lapsed(sent) {
+            warn!(worker = %self.me(), shard = %key, "lease tenure lapsed before renewal");
+            cell.lost = true;
+            let _ = signal.send(Signal::LeaseLost);
+            return;
+        }
+        match self.store.renew(key, cell.tenure.counter, self.me()).await {
+            Ok(counter) => cell.tenure.renewed(counter, sent, self.config.failover),
+            Err(e) if e.is_condition_failed() => match self.store.get(key).await {
+                Ok(Some(row)) if row.checkpoint_owner.as_deref() == Some(self.me()) => {
+                    info!(worker = %self.me(), shard = %key, to = ?row.lease_owner, "lease stolen; handing off");
+                    cell.handoff = true;
+                    let _ = signal.send(Signal::Handoff);
+                }
+                _ => {
+                    info!(worker = %self.me(), shard = %key, "lease lost on renewal");
+                    cell.lost = true;
+                    let _ = signal.send(Signal::LeaseLost);
+                }
+            },
+            Err(e) => warn!(worker = %self.me(), shard = %key, error = %e, "lease renewal failed"),
+        }
+    }
+
+    /// Releases a held lease if that is safe, and forgets it.
+    async fn release(&self, key: &str, cell: &SharedLease) {
+        let mut c = cell.lock().await;
+        if c.handoff {
+            // Stolen: we are not the owner; just let the thief start.
+            if let Err(e) = self.store.end_handoff(key, self.me()).await
+                && !e.is_condition_failed()
+            {
+                warn!(worker = %self.me(), shard = %key, error = %e, "ending handoff failed; the new owner will time out");
+            } else {
+                info!(worker = %self.me(), shard = %key, "lease handed off");
+            }
+        } else if !c.lost && c.tenure.may_release(Instant::now()) {
+            match self.store.release(key, c.tenure.counter, self.me()).await {
+                Ok(_) => info!(worker = %self.me(), shard = %key, "lease released"),
+                Err(e) => {
+                    warn!(worker = %self.me(), shard = %key, error = %e, "lease release failed")
+                }
+            }
+        }
+        c.lost = true;
+    }
+
+    async fn graceful_shutdown(self: Arc<Self>) {
+        let tasks: Vec<(String, SharedLease, Option<JoinHandle<()>>)> = {
+            let mut map = lock(&self.held);
+            map.values().for_each(|h| {
+                let _ = h.signal.send(Signal::Shutdown);
+            });
+            map.iter_mut()
+                .map(|(k, h)| (k.clone(), Arc::clone(&h.cell), h.task.take()))
+                .collect()
+        };
+        for (key, cell, task) in tasks {
+            if let Some(task) = task {
+                // Processors get one failover time to checkpoint; leases cannot be trusted longer.
+                if tokio::time::timeout(self.config.failover, task)
+                    .await
+                    .is_err()
+                {
+                    warn!(worker = %self.me(), shard = %key, "processor did not stop in time");
+                }
+            }
+            self.release(&key, &cell).await;
+        }
+        lock(&self.held).clear();
+    }
+
+    /// True when every parent of `key` is drained according to the latest snapshot. Unknown
+    /// (no row for `key` yet, unreadable parent rows, no shard list yet) is not drained.
+    fn parents_ready(&self, key: &str) -> bool {
+        let snap = Arc::clone(&self.snapshot.borrow());
+        let Some(lease) = snap.leases.iter().find(|l| l.lease_key == key) else {
+            return false;
+        };
+        if lease.parent_shard_ids.is_empty() {
+            return true;
+        }
+        if lease
+            .parent_shard_ids
+            .iter()
+            .any(|p| snap.unreadable.contains(p))
+        {
+            return false;
+        }
+        match &snap.listed {
+            Some(listed) => DrainView::new(&snap.leases, listed).parents_drained(lease),
+            None => false,
+        }
+    }
+
+    /// Reads the row after an acquisition. For a steal, waits until the previous owner wrote its
+    /// last checkpoint and cleared `checkpointOwner` (graceful handoff), or until the failover time
+    /// since the steal passed (then it fences the previous owner off by clearing the marker).
+    /// Returns the checkpoint to start from, or `None` if the lease is gone or a signal arrived.
+    async fn await_handoff(
+        &self,
+        key: &str,
+        cell: &SharedLease,
+        signal: &mut watch::Receiver<Signal>,
+    ) -> Option<Checkpoint> {
+        let valid_from = cell.lock().await.tenure.valid_from();
+        let mut attempt = 0;
+        loop {
+            match self.store.get(key).await {
+                Ok(Some(row)) if row.lease_owner.as_deref() != Some(self.me()) => return None,
+                Ok(Some(row)) => match row.checkpoint_owner.as_deref() {
+                    None => {
+                        cell.lock().await.tenure.handed_over(Instant::now());
+                        return Some(row.checkpoint);
+                    }
+                    Some(previous) if Instant::now() >= valid_from => {
+                        warn!(worker = %self.me(), shard = %key, previous = %previous,
+                              "previous owner did not hand off in time; fencing it off");
+                        if let Err(e) = self.store.end_handoff(key, previous).await
+                            && !e.is_condition_failed()
+                        {
+                            warn!(worker = %self.me(), shard = %key, error = %e, "clearing handoff failed");
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
+                },
+                Ok(None) => return None,
+                Err(e) => {
+                    attempt += 1;
+                    warn!(worker = %self.me(), shard = %key, error = %e, attempt, "reading lease failed");
+                }
+            }
+            let until = tokio::time::Instant::now() + Duration::from_millis(200);
+            if wait_or_signal(signal, until).await.is_some() {
+                return None;
+            }
+        }
+    }
+
+    async fn run_shard(
+        self: Arc<Self>,
+        key: String,
+        cell: SharedLease,
+        mut signal: watch::Receiver<Signal>,
+    ) {
+        let outcome = self.drive_shard(&key, &cell, &mut signal).await;
+        match outcome {
+            ShardExit::Finished | ShardExit::Shutdown | ShardExit::HandedOff => {
+                self.release(&key, &cell).await;
+            }
+            ShardExit::LeaseLost => {
+                cell.lock().await.lost = true;
+            }
+        }
+        debug!(worker = %self.me(), shard = %key, exit = ?outcome, "shard task ended");
+        lock(&self.held).remove(&key);
+    }
+
+    async fn drive_shard(
+        &self,
+        key: &str,
+        cell: &SharedLease,
+        signal: &mut watch::Receiver<Signal>,
+    ) -> ShardExit {
+        let config = &self.config;
+        let Some(checkpoint) = self.await_handoff(key, cell, signal).await else {
+            let current = *signal.borrow();
+            return match current {
+                Signal::Shutdown => ShardExit::Shutdown,
+                Signal::Handoff => ShardExit::HandedOff,
+                Signal::Run | Signal::LeaseLost => ShardExit::LeaseLost,
+            };
+        };
+        cell.lock().await.checkpoint = checkpoint.clone();
+        if checkpoint.is_shard_end() {
+            return ShardExit::Finished;
+        }
+        // Parent before child.
+        let mut snapshots = self.snapshot.subscribe();
+        let mut waited = false;
+        loop {
+            if self.parents_ready(key) {
+                break;
+            }
+            if !waited {
+                debug!(worker = %self.me(), shard = %key, "waiting for parent shards to reach SHARD_END");
+                waited = true;
+            }
+            tokio::select! {
+                r = snapshots.changed() => if r.is_err() { return ShardExit::LeaseLost; },
+                r = signal.changed() => match (r.is_ok(), *signal.borrow()) {
+                    (false, _) | (_, Signal::LeaseLost) => return ShardExit::LeaseLost,
+                    (_, Signal::Shutdown) => return ShardExit::Shutdown,
+                    (_, Signal::Handoff) => return ShardExit::HandedOff,
+                    (_, Signal::Run) => {}
+                },
+            }
+        }
+
+        let mut processor = self.factory.create(key);
+        let Some(start) = StartPosition::from_checkpoint(&checkpoint) else {
+            warn!(worker = %self.me(), shard = %key, checkpoint = %checkpoint, "unsupported checkpoint; not processing");
+            return ShardExit::Shutdown;
+        };
+        processor
+            .initialize(InitInput {
+                shard_id: key.to_owned(),
+                checkpoint: checkpoint.clone(),
+            })
+            .await;
+        info!(worker = %self.me(), shard = %key, checkpoint = %checkpoint, "processing shard");
+
+        let mut checkpointer = Checkpointer {
+            store: self.store.clone(),
+            lease_key: key.to_owned(),
+            worker_id: self.me().to_owned(),
+            failover: config.failover,
+            cell: Arc::clone(cell),
+            last_delivered: None,
+            ended_children: None,
+        };
+        let pacer = ReadPacer {
+            idle_interval: config.idle_poll_interval,
+        };
+        let mut position = start;
+        let mut iterator: Option<String> = None;
+        let mut attempt = 0u32;
+        let mut next_call = tokio::time::Instant::now();
+
+        loop {
+            let current = *signal.borrow();
+            match current {
+                Signal::LeaseLost => {
+                    processor.lease_lost().await;
+                    return ShardExit::LeaseLost;
+                }
+                Signal::Shutdown => {
+                    processor.shutdown_requested(&checkpointer).await;
+                    return ShardExit::Shutdown;
+                }
+                Signal::Handoff => {
+                    processor.shutdown_requested(&checkpointer).await;
+                    return ShardExit::HandedOff;
+                }
+                Signal::Run => {}
+            }
+            let (lost, handoff) = {
+                let c = cell.lock().await;
+                (c.lost || !c.tenure.is_valid(Instant::now()), c.handoff)
+            };
+            if lost {
+                processor.lease_lost().await;
+                return ShardExit::LeaseLost;
+            }
+            if handoff {
+                // A checkpoint found the lease stolen (before the renewer did): hand off now.
+                processor.shutdown_requested(&checkpointer).await;
+                return ShardExit::HandedOff;
+            }
+            match wait_or_signal(signal, next_call).await {
+                None => {}
+                Some(exit @ (ShardExit::Shutdown | ShardExit::HandedOff)) => {
+                    processor.shutdown_requested(&checkpointer).await;
+                    return exit;
+                }
+                Some(_) => {
+                    processor.lease_lost().await;
+                    return ShardExit::LeaseLost;
+                }
+            }
+            let it = match &iterator {
+                Some(it) => it.clone(),
+                None => {
+                    match reader::shard_iterator(&self.kinesis, &config.stream_name, key, &position)
+                        .await
+                    {
+                        Ok(it) => it,
+                        Err(e) => {
+                            attempt += 1;
+                            warn!(worker = %self.me(), shard = %key, error = %e, attempt, "getting shard iterator failed");
+                            next_call = tokio::time::Instant::now()
+                                + backoff(
+                                    attempt,
+                                    Duration::from_millis(200),
+                                    Duration::from_secs(5),
+                                );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let call_started = Instant::now();
+            match reader::get_records(&self.kinesis, key, &it, config.max_records_per_call).await {
+                Ok(fetched) => {
+                    attempt = 0;
+                    let caught_up =
+                        fetched.records.is_empty() || fetched.millis_behind_latest == Some(0);
+                    next_call = tokio::time::Instant::from_std(pacer.next_call(
+                        call_started,
+                        fetched.bytes,
+                        caught_up && fetched.next_iterator.is_some(),
+                    ));
+                    if let Some(last) = fetched.records.last() {
+                        position = StartPosition::After(last.sequence_number.clone());
+                        checkpointer.last_delivered = Some(last.sequence_number.clone());
+                        processor
+                            .process_records(
+                                RecordBatch {
+                                    shard_id: key.to_owned(),
+                                    records: fetched.records,
+                                    millis_behind_latest: fetched.millis_behind_latest,
+                                },
+                                &checkpointer,
+                            )
+                            .await;
+                    }
+                    match fetched.next_iterator {
+                        Some(next) => iterator = Some(next),
+                        None => {
+                            return self
+                                .finish_shard(
+                                    key,
+                                    fetched.child_shards,
+                                    &mut processor,
+                                    &mut checkpointer,
+                                    signal,
+                                )
+                                .await;
+                        }
+                    }
+                }
+                Err(e @ ReadError::Throttled { .. }) => {
+                    attempt += 1;
+                    debug!(worker = %self.me(), shard = %key, error = %e, attempt, "read throttled; backing off");
+                    next_call = tokio::time::Instant::now()
+                        + backoff(attempt, Duration::from_millis(500), Duration::from_secs(10));
+                }
+                Err(e) => {
+                    // Expired or invalid iterator, or a transport error: resume after the last
+                    // record handed to the processor (not the last checkpoint), so nothing is
+                    // skipped and nothing is delivered twice by this worker.
+                    attempt += 1;
+                    warn!(worker = %self.me(), shard = %key, error = %e, attempt, "reading failed; renewing iterator");
+                    iterator = None;
+                    next_call = tokio::time::Instant::now()
+                        + backoff(attempt, Duration::from_millis(200), Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn finish_shard(
+        &self,
+        key: &str,
+        children: Vec<reader::ChildShardInfo>,
+        processor: &mut F::Processor,
+        checkpointer: &mut Checkpointer,
+        signal: &mut watch::Receiver<Signal>,
+    ) -> ShardExit {
+        info!(worker = %self.me(), shard = %key, children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "shard ended");
+        // Children's leases right away (KCL does the same), so they do not wait for a shard sync.
+        for child in &children {
+            let mut lease = Lease::new(child.shard_id.clone(), Checkpoint::TrimHorizon)
+                .with_parents(child.parents.iter().cloned());
+            if let Some((start, end)) = &child.hash_range {
+                lease.starting_hash_key = Some(start.clone());
+                lease.ending_hash_key = Some(end.clone());
+            }
+            if let Err(e) = self.store.create_if_absent(&lease).await {
+                warn!(worker = %self.me(), shard = %child.shard_id, error = %e, "creating child lease failed; shard sync will retry");
+                self.sync_now.notify_one();
+            }
+        }
+        checkpointer.ended_children = Some(children.into_iter().map(|c| c.shard_id).collect());
+        let mut attempt = 0;
+        loop {
+            processor.shard_ended(checkpointer).await;
+            let c = checkpointer.cell.lock().await;
+            if c.checkpoint.is_shard_end() {
+                return ShardExit::Finished;
+            }
+            if c.lost {
+                drop(c);
+                processor.lease_lost().await;
+                return ShardExit::LeaseLost;
+            }
+            drop(c);
+            attempt += 1;
+            error!(worker = %self.me(), shard = %key, attempt,
+                   "processor returned from shard_ended without checkpointing SHARD_END; children stay blocked; retrying");
+            let until = tokio::time::Instant::now()
+                + backoff(attempt, Duration::from_millis(500), Duration::from_secs(30));
+            match wait_or_signal(signal, until).await {
+                None => {}
+                Some(exit @ (ShardExit::Shutdown | ShardExit::HandedOff)) => {
+                    processor.shutdown_requested(checkpointer).await;
+                    return exit;
+                }
+                Some(exit) => {
+                    processor.lease_lost().await;
+                    return exit;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShardExit {
+    Finished,
+    LeaseLost,
+    Shutdown,
+    HandedOff,
+}
+
+/// Sleeps until `until` unless a signal other than `Run` arrives first.
+async fn wait_or_signal(
+    signal: &mut watch::Receiver<Signal>,
+    until: tokio::time::Instant,
+) -> Option<ShardExit> {
+    loop {
+        let current = *signal.borrow();
+        match current {
+            Signal::LeaseLost => return Some(ShardExit::LeaseLost),
+            Signal::Shutdown => return Some(ShardExit::Shutdown),
+            Signal::Handoff => return Some(ShardExit::HandedOff),
+            Signal::Run => {}
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return None,
+            r = signal.changed() => if r.is_err() { return Some(ShardExit::LeaseLost); },
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests against kinesis-local (Kinesis) and moto (DynamoDB) on 127.0.0.1.
+//!
+//! Endpoints come only from the standard `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB`
+//! variables: `scripts/emulators.sh start && eval "$(scripts/emulators.sh env)"`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+mod race;
+mod reshard;
