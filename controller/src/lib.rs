@@ -3,6 +3,8 @@
 //! The planning logic lives in [`shardctl_policies`]; this crate is the shell around it: the
 //! command line, file loading and the renderings people read.
 
+pub mod backend;
 pub mod cli;
 pub mod files;
 pub mod render;
+pub mod telemetry;

@@ -1,0 +1,389 @@
+//! The small interfaces shardctl needs from AWS, in our own types.
+//!
+//! The reconcile loop only talks to these traits. The AWS SDK stands behind them in production
+//! (`crate::aws`), and the simulator stands behind them in `shardctl simulate` and
+//! `shardctl run --simulate`. Every method returns a [`BackendError`] classified for retries and
+//! metrics; retries happen in exactly one place (the adapters' retry layer), never in callers.
+
+use chrono::{DateTime, Utc};
+use shardctl_policies::history::{OperationOutcome, OperationRecord};
+use shardctl_policies::{Checkpoint, HashKey, Shard, ShardMetrics, StreamStatus};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failed backend call, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Request rate exceeded (`ThrottlingException`, `ProvisionedThroughputExceededException`,
+    /// CloudWatch `Throttling`). Retriable.
+    #[error("{api}: throttled: {message}")]
+    Throttled {
+        /// The API called, e.g. `SplitShard`.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// The stream is being updated (`ResourceInUseException`). Retriable after the update.
+    #[error("{api}: stream busy: {message}")]
+    ResourceInUse {
+        /// The API called.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// A rate or quota limit (`LimitExceededException`). Retriable with backoff; may also mean a
+    /// shard quota is exhausted, which retries will not fix.
+    #[error("{api}: limit exceeded: {message}")]
+    LimitExceeded {
+        /// The API called.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// The stream, table or shard does not exist.
+    #[error("{api}: not found: {message}")]
+    NotFound {
+        /// The API called.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// The request was rejected as invalid (bad split key, non-adjacent merge, closed shard...).
+    #[error("{api}: rejected: {message}")]
+    Invalid {
+        /// The API called.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// Missing permissions.
+    #[error("{api}: access denied: {message}")]
+    AccessDenied {
+        /// The API called.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// A conditional write lost (leadership or journal fencing).
+    #[error("{api}: condition failed: {message}")]
+    ConditionFailed {
+        /// The API called.
+        api: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// Timeouts, connection errors, 5xx: retriable.
+    #[error("{api}: transient failure: {message}")]
+    Transient {
+        /// The API called.
+        api: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// Anything else.
+    #[error("{api}: {message}")]
+    Other {
+        /// The API called.
+        api: &'static str,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl BackendError {
+    /// A fixed label for metrics (`outcome` of `shardctl_aws_calls_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            BackendError::Throttled { .. } => "throttled",
+            BackendError::ResourceInUse { .. } => "resource_in_use",
+            BackendError::LimitExceeded { .. } => "limit_exceeded",
+            BackendError::NotFound { .. } => "not_found",
+            BackendError::Invalid { .. } => "invalid",
+            BackendError::AccessDenied { .. } => "access_denied",
+            BackendError::ConditionFailed { .. } => "condition_failed",
+            BackendError::Transient { .. } => "transient",
+            BackendError::Other { .. } => "other",
+        }
+    }
+
+    /// Whether retrying the same call later can succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Throttled { .. }
+                | BackendError::ResourceInUse { .. }
+                | BackendError::LimitExceeded { .. }
+                | BackendError::Transient { .. }
+        )
+    }
+
+    /// The API the error came from.
+    pub fn api(&self) -> &'static str {
+        match self {
+            BackendError::Throttled { api, .. }
+            | BackendError::ResourceInUse { api, .. }
+            | BackendError::LimitExceeded { api, .. }
+            | BackendError::NotFound { api, .. }
+            | BackendError::Invalid { api, .. }
+            | BackendError::AccessDenied { api, .. }
+            | BackendError::ConditionFailed { api, .. }
+            | BackendError::Transient { api, .. }
+            | BackendError::Other { api, .. } => api,
+        }
+    }
+}
+
+/// Capacity mode of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamMode {
+    /// Provisioned: shards are managed by `SplitShard` / `MergeShards` (what shardctl manages).
+    Provisioned,
+    /// On-demand: AWS manages shards; shardctl leaves such a stream alone.
+    OnDemand,
+}
+
+/// What `DescribeStreamSummary` says of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamDescription {
+    /// The stream name.
+    pub name: String,
+    /// Its status.
+    pub status: StreamStatus,
+    /// Its capacity mode.
+    pub mode: StreamMode,
+    /// Open shards.
+    pub open_shard_count: u32,
+    /// Shard-level metrics enabled (`EnhancedMonitoring`), CloudWatch names.
+    pub shard_level_metrics: Vec<String>,
+    /// Data retention.
+    pub retention: Duration,
+}
+
+/// The shard-level CloudWatch metrics shardctl reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShardMetric {
+    /// `IncomingBytes`.
+    IncomingBytes,
+    /// `IncomingRecords`.
+    IncomingRecords,
+    /// `WriteProvisionedThroughputExceeded`.
+    WriteProvisionedThroughputExceeded,
+}
+
+impl ShardMetric {
+    /// Every metric shardctl reads, in a fixed order.
+    pub const ALL: [ShardMetric; 3] = [
+        ShardMetric::IncomingBytes,
+        ShardMetric::IncomingRecords,
+        ShardMetric::WriteProvisionedThroughputExceeded,
+    ];
+
+    /// The CloudWatch metric name (namespace `AWS/Kinesis`).
+    pub fn cloudwatch_name(self) -> &'static str {
+        match self {
+            ShardMetric::IncomingBytes => "IncomingBytes",
+            ShardMetric::IncomingRecords => "IncomingRecords",
+            ShardMetric::WriteProvisionedThroughputExceeded => "WriteProvisionedThroughputExceeded",
+        }
+    }
+}
+
+/// Kinesis control-plane calls.
+pub trait Kinesis: Send + Sync {
+    /// `DescribeStreamSummary`.
+    fn describe_stream(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = Result<StreamDescription, BackendError>> + Send;
+
+    /// Every shard of the stream, open and closed, with lineage (paginated `ListShards`). The
+    /// returned shards carry no metrics.
+    fn list_shards(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = Result<Vec<Shard>, BackendError>> + Send;
+
+    /// `SplitShard`. Returns once Kinesis accepted the call (the stream is then `UPDATING`).
+    fn split_shard(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        new_starting_hash_key: HashKey,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// `MergeShards` of `shard_id` with the adjacent `adjacent_shard_id`.
+    fn merge_shards(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        adjacent_shard_id: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// `EnableEnhancedMonitoring` for the given shard-level metrics.
+    fn enable_shard_metrics(
+        &self,
+        stream: &str,
+        metrics: &[ShardMetric],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// Shard-level CloudWatch metrics.
+pub trait Metrics: Send + Sync {
+    /// Per-minute `Sum`s of every [`ShardMetric`] for each shard, over `minutes` minutes from
+    /// `start` (minute-aligned). Every returned series has exactly `minutes` entries; a minute
+    /// with no datapoint is `None`. Shards with no data at all map to all-`None` series.
+    /// Implementations batch: `ceil(shards * 3 / 500)` `GetMetricData` calls per page of results.
+    fn shard_metrics(
+        &self,
+        stream: &str,
+        shard_ids: &[String],
+        start: DateTime<Utc>,
+        minutes: usize,
+    ) -> impl Future<Output = Result<HashMap<String, ShardMetrics>, BackendError>> + Send;
+}
+
+/// Reads of consumer lease tables (KCL single-stream schema).
+pub trait LeaseTables: Send + Sync {
+    /// The `checkpoint` of every lease in `table`, by `leaseKey` (shard id). A missing table is
+    /// [`BackendError::NotFound`], never an empty map.
+    fn checkpoints(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, Checkpoint>, BackendError>> + Send;
+}
+
+/// Proof of leadership: the owner and the fencing token it holds. Writes that change shards or
+/// the journal are conditional on the token still being current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderToken {
+    /// This replica's identity.
+    pub owner: String,
+    /// Increases every time leadership changes hands.
+    pub fence: u64,
+    /// When the lease lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One journalled operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// Unique id of the entry.
+    pub id: String,
+    /// The operation and how it ended.
+    pub record: OperationRecord,
+}
+
+/// The controller's own state: per-stream history and in-flight journal, and the leader lease.
+pub trait StateStore: Send + Sync {
+    /// Creates the state table if it is missing (idempotent).
+    fn ensure(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Journal entries of `stream` started at or after `since`, oldest first.
+    fn history(
+        &self,
+        stream: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<JournalEntry>, BackendError>> + Send;
+
+    /// Journals `record` (outcome `InFlight`) before the Kinesis call, conditional on `leader`
+    /// still holding leadership. Returns the entry id.
+    fn begin(
+        &self,
+        stream: &str,
+        record: &OperationRecord,
+        leader: &LeaderToken,
+    ) -> impl Future<Output = Result<String, BackendError>> + Send;
+
+    /// Records how entry `id` ended.
+    fn finish(
+        &self,
+        stream: &str,
+        id: &str,
+        outcome: OperationOutcome,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Takes leadership if nobody holds an unexpired lease. `None` if another replica leads.
+    fn acquire_leadership(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<LeaderToken>, BackendError>> + Send;
+
+    /// Extends `token`'s lease. `None` if leadership was lost meanwhile.
+    fn renew_leadership(
+        &self,
+        token: &LeaderToken,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<LeaderToken>, BackendError>> + Send;
+
+    /// Gives leadership up (on shutdown) so a standby takes over at once.
+    fn release_leadership(
+        &self,
+        token: &LeaderToken,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// Time, injected: the real clock in production, virtual time in the simulator and in tests.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+    /// Waits `duration` of this clock's time.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The wall clock and tokio's timer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
+}
+
+macro_rules! forward_arc {
+    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+        impl<T: $trait + ?Sized> $trait for Arc<T> {
+            $(fn $name(&self $(, $arg: $ty)*) -> $ret { (**self).$name($($arg),*) })*
+        }
+    };
+}
+
+forward_arc!(Kinesis {
+    fn describe_stream(&self, stream: &str) -> impl Future<Output = Result<StreamDescription, BackendError>> + Send;
+    fn list_shards(&self, stream: &str) -> impl Future<Output = Result<Vec<Shard>, BackendError>> + Send;
+    fn split_shard(&self, stream: &str, shard_id: &str, new_starting_hash_key: HashKey) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn merge_shards(&self, stream: &str, shard_id: &str, adjacent_shard_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn enable_shard_metrics(&self, stream: &str, metrics: &[ShardMetric]) -> impl Future<Output = Result<(), BackendError>> + Send;
+});
+
+forward_arc!(Metrics {
+    fn shard_metrics(&self, stream: &str, shard_ids: &[String], start: DateTime<Utc>, minutes: usize) -> impl Future<Output = Result<HashMap<String, ShardMetrics>, BackendError>> + Send;
+});
+
+forward_arc!(LeaseTables {
+    fn checkpoints(&self, table: &str) -> impl Future<Output = Result<BTreeMap<String, Checkpoint>, BackendError>> + Send;
+});
+
+forward_arc!(StateStore {
+    fn ensure(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn history(&self, stream: &str, since: DateTime<Utc>) -> impl Future<Output = Result<Vec<JournalEntry>, BackendError>> + Send;
+    fn begin(&self, stream: &str, record: &OperationRecord, leader: &LeaderToken) -> impl Future<Output = Result<String, BackendError>> + Send;
+    fn finish(&self, stream: &str, id: &str, outcome: OperationOutcome) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn acquire_leadership(&self, owner: &str, ttl: Duration, now: DateTime<Utc>) -> impl Future<Output = Result<Option<LeaderToken>, BackendError>> + Send;
+    fn renew_leadership(&self, token: &LeaderToken, ttl: Duration, now: DateTime<Utc>) -> impl Future<Output = Result<Option<LeaderToken>, BackendError>> + Send;
+    fn release_leadership(&self, token: &LeaderToken) -> impl Future<Output = Result<(), BackendError>> + Send;
+});
+
+forward_arc!(Clock {
+    fn now(&self) -> DateTime<Utc>;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+});
