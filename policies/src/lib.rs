@@ -22,6 +22,7 @@ pub mod duration;
 pub mod fixture;
 pub mod hash;
 pub mod history;
+pub mod key_sample;
 pub mod observation;
 pub mod plan;
 pub mod policy;
