@@ -3,6 +3,7 @@
 //! The planning logic lives in [`shardctl_policies`]; this crate is the shell around it: the
 //! command line, file loading and the renderings people read.
 
+pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod files;

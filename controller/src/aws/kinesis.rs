@@ -1,0 +1,513 @@
+//! [`Kinesis`] over the AWS SDK: `DescribeStreamSummary`, paginated `ListShards`, `SplitShard`,
+//! `MergeShards` and `EnableEnhancedMonitoring`. Never `DescribeStream`.
+
+use super::retry::{Idempotency, Retrier};
+use super::{ErrorClass, classify_sdk, malformed};
+use crate::backend::{BackendError, Kinesis, ShardMetric, StreamDescription, StreamMode};
+use aws_config::SdkConfig;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::types as sdk;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use shardctl_policies::{HashKey, HashRange, Shard, ShardMetrics, ShardState, StreamStatus};
+use std::time::Duration;
+
+const DESCRIBE_STREAM_SUMMARY: &str = "DescribeStreamSummary";
+const LIST_SHARDS: &str = "ListShards";
+const SPLIT_SHARD: &str = "SplitShard";
+const MERGE_SHARDS: &str = "MergeShards";
+const ENABLE_ENHANCED_MONITORING: &str = "EnableEnhancedMonitoring";
+
+/// The Kinesis control plane through the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct AwsKinesis {
+    client: Client,
+    retrier: Retrier,
+    page_size: Option<i32>,
+}
+
+impl AwsKinesis {
+    /// An adapter over `config` (whose SDK retries should be disabled). `page_size` is the
+    /// `MaxResults` of `ListShards` (`None`: the service default of 1,000).
+    pub fn new(config: &SdkConfig, retrier: Retrier, page_size: Option<i32>) -> Self {
+        AwsKinesis {
+            client: Client::new(config),
+            retrier,
+            page_size,
+        }
+    }
+}
+
+impl Kinesis for AwsKinesis {
+    async fn describe_stream(&self, stream: &str) -> Result<StreamDescription, BackendError> {
+        let output = self
+            .retrier
+            .call(DESCRIBE_STREAM_SUMMARY, Idempotency::Idempotent, || async {
+                self.client
+                    .describe_stream_summary()
+                    .stream_name(stream)
+                    .send()
+                    .await
+                    .map_err(|e| classify(DESCRIBE_STREAM_SUMMARY, e))
+            })
+            .await?;
+        let summary = output
+            .stream_description_summary()
+            .ok_or_else(|| malformed(DESCRIBE_STREAM_SUMMARY, "no StreamDescriptionSummary"))?;
+        description_from_sdk(summary).map_err(|what| malformed(DESCRIBE_STREAM_SUMMARY, what))
+    }
+
+    async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, BackendError> {
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        let mut pages = 0u32;
+        loop {
+            let token = next_token.as_deref();
+            let output = self
+                .retrier
+                .call(LIST_SHARDS, Idempotency::Idempotent, || async {
+                    // With a NextToken, Kinesis rejects StreamName: the token names the stream.
+                    let request = match token {
+                        Some(token) => self.client.list_shards().next_token(token),
+                        None => self.client.list_shards().stream_name(stream),
+                    };
+                    request
+                        .set_max_results(self.page_size)
+                        .send()
+                        .await
+                        .map_err(|e| classify(LIST_SHARDS, e))
+                })
+                .await?;
+            pages += 1;
+            for shard in output.shards() {
+                shards.push(
+                    shard_from_sdk(shard)
+                        .map_err(|what| malformed(LIST_SHARDS, format!("{stream}: {what}")))?,
+                );
+            }
+            match output.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
+                _ => break,
+            }
+        }
+        tracing::debug!(stream, shards = shards.len(), pages, "listed shards");
+        Ok(shards)
+    }
+
+    async fn split_shard(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        new_starting_hash_key: HashKey,
+    ) -> Result<(), BackendError> {
+        let key = new_starting_hash_key.to_string();
+        self.retrier
+            .call(SPLIT_SHARD, Idempotency::NonIdempotent, || async {
+                self.client
+                    .split_shard()
+                    .stream_name(stream)
+                    .shard_to_split(shard_id)
+                    .new_starting_hash_key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| classify(SPLIT_SHARD, e))
+            })
+            .await?;
+        tracing::info!(stream, shard = shard_id, at = %key, "split requested");
+        Ok(())
+    }
+
+    async fn merge_shards(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        adjacent_shard_id: &str,
+    ) -> Result<(), BackendError> {
+        self.retrier
+            .call(MERGE_SHARDS, Idempotency::NonIdempotent, || async {
+                self.client
+                    .merge_shards()
+                    .stream_name(stream)
+                    .shard_to_merge(shard_id)
+                    .adjacent_shard_to_merge(adjacent_shard_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify(MERGE_SHARDS, e))
+            })
+            .await?;
+        tracing::info!(
+            stream,
+            shard = shard_id,
+            adjacent = adjacent_shard_id,
+            "merge requested"
+        );
+        Ok(())
+    }
+
+    async fn enable_shard_metrics(
+        &self,
+        stream: &str,
+        metrics: &[ShardMetric],
+    ) -> Result<(), BackendError> {
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<sdk::MetricsName> = metrics.iter().map(|m| metrics_name(*m)).collect();
+        self.retrier
+            .call(
+                ENABLE_ENHANCED_MONITORING,
+                Idempotency::Idempotent,
+                || async {
+                    self.client
+                        .enable_enhanced_monitoring()
+                        .stream_name(stream)
+                        .set_shard_level_metrics(Some(names.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| classify(ENABLE_ENHANCED_MONITORING, e))
+                },
+            )
+            .await?;
+        tracing::info!(
+            stream,
+            metrics = metrics.len(),
+            "shard-level metrics enabled"
+        );
+        Ok(())
+    }
+}
+
+/// Classifies a Kinesis SDK error by its type.
+fn classify<E>(api: &'static str, error: SdkError<E>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_kinesis::Error: From<E>,
+{
+    classify_sdk(api, error, |e| {
+        use aws_sdk_kinesis::Error as K;
+        match K::from(e) {
+            K::ResourceInUseException(_) => Some(ErrorClass::ResourceInUse),
+            K::LimitExceededException(_) => Some(ErrorClass::LimitExceeded),
+            K::ProvisionedThroughputExceededException(_) | K::KmsThrottlingException(_) => {
+                Some(ErrorClass::Throttled)
+            }
+            K::ResourceNotFoundException(_) => Some(ErrorClass::NotFound),
+            K::InvalidArgumentException(_)
+            | K::ValidationException(_)
+            | K::ExpiredNextTokenException(_)
+            | K::ExpiredIteratorException(_) => Some(ErrorClass::Invalid),
+            K::AccessDeniedException(_)
+            | K::KmsAccessDeniedException(_)
+            | K::KmsOptInRequired(_)
+            | K::KmsNotFoundException(_)
+            | K::KmsDisabledException(_)
+            | K::KmsInvalidStateException(_) => Some(ErrorClass::AccessDenied),
+            K::InternalFailureException(_) => Some(ErrorClass::Transient),
+            // Unmodelled codes (ThrottlingException, 5xx, ...): classified by code and status.
+            _ => None,
+        }
+    })
+}
+
+fn metrics_name(metric: ShardMetric) -> sdk::MetricsName {
+    match metric {
+        ShardMetric::IncomingBytes => sdk::MetricsName::IncomingBytes,
+        ShardMetric::IncomingRecords => sdk::MetricsName::IncomingRecords,
+        ShardMetric::WriteProvisionedThroughputExceeded => {
+            sdk::MetricsName::WriteProvisionedThroughputExceeded
+        }
+    }
+}
+
+/// Maps a `DescribeStreamSummary` result; `Err` names what is missing or malformed.
+fn description_from_sdk(s: &sdk::StreamDescriptionSummary) -> Result<StreamDescription, String> {
+    if s.stream_name.is_empty() {
+        return Err("empty StreamName".into());
+    }
+    let status = match &s.stream_status {
+        sdk::StreamStatus::Active => StreamStatus::Active,
+        sdk::StreamStatus::Creating => StreamStatus::Creating,
+        sdk::StreamStatus::Deleting => StreamStatus::Deleting,
+        sdk::StreamStatus::Updating => StreamStatus::Updating,
+        other => return Err(format!("unknown StreamStatus {:?}", other.as_str())),
+    };
+    let mode = match s.stream_mode_details.as_ref().map(|d| &d.stream_mode) {
+        Some(sdk::StreamMode::Provisioned) => StreamMode::Provisioned,
+        Some(sdk::StreamMode::OnDemand) => StreamMode::OnDemand,
+        Some(other) => return Err(format!("unknown StreamMode {:?}", other.as_str())),
+        None => return Err("no StreamModeDetails".into()),
+    };
+    let open_shard_count = u32::try_from(s.open_shard_count)
+        .map_err(|_| format!("negative OpenShardCount {}", s.open_shard_count))?;
+    let retention_hours = u64::try_from(s.retention_period_hours)
+        .map_err(|_| format!("negative RetentionPeriodHours {}", s.retention_period_hours))?;
+    let shard_level_metrics = s
+        .enhanced_monitoring
+        .iter()
+        .flat_map(|m| m.shard_level_metrics())
+        .map(|m| m.as_str().to_string())
+        .collect();
+    Ok(StreamDescription {
+        name: s.stream_name.clone(),
+        status,
+        mode,
+        open_shard_count,
+        shard_level_metrics,
+        retention: Duration::from_secs(retention_hours * 3600),
+    })
+}
+
+/// Maps one `ListShards` shard; `Err` names what is missing or malformed.
+fn shard_from_sdk(s: &sdk::Shard) -> Result<Shard, String> {
+    if s.shard_id.is_empty() {
+        return Err("a shard without ShardId".into());
+    }
+    let id = &s.shard_id;
+    let range = s
+        .hash_key_range
+        .as_ref()
+        .ok_or_else(|| format!("shard {id} has no HashKeyRange"))?;
+    let start = parse_hash_key(&range.starting_hash_key)
+        .ok_or_else(|| format!("shard {id}: StartingHashKey {:?}", range.starting_hash_key))?;
+    let end = parse_hash_key(&range.ending_hash_key)
+        .ok_or_else(|| format!("shard {id}: EndingHashKey {:?}", range.ending_hash_key))?;
+    let hash_key_range = HashRange::new(start, end)
+        .ok_or_else(|| format!("shard {id}: StartingHashKey {start} > EndingHashKey {end}"))?;
+    let sequence_range = s
+        .sequence_number_range
+        .as_ref()
+        .ok_or_else(|| format!("shard {id} has no SequenceNumberRange"))?;
+    let state = match &sequence_range.ending_sequence_number {
+        Some(_) => ShardState::Closed,
+        None => ShardState::Open,
+    };
+    let non_empty = |id: &Option<String>| id.clone().filter(|id| !id.is_empty());
+    Ok(Shard {
+        shard_id: id.clone(),
+        parent_shard_id: non_empty(&s.parent_shard_id),
+        adjacent_parent_shard_id: non_empty(&s.adjacent_parent_shard_id),
+        hash_key_range,
+        state,
+        metrics: ShardMetrics::default(),
+        key_distribution: None,
+    })
+}
+
+/// A decimal hash key; digits only (no sign, no whitespace), within `u128`.
+fn parse_hash_key(text: &str) -> Option<HashKey> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn sdk_shard(id: &str, start: &str, end: &str, closed: bool) -> sdk::builders::ShardBuilder {
+        let mut seq = sdk::SequenceNumberRange::builder().starting_sequence_number("1");
+        if closed {
+            seq = seq.ending_sequence_number("9223372036854775807");
+        }
+        sdk::Shard::builder()
+            .shard_id(id)
+            .hash_key_range(
+                sdk::HashKeyRange::builder()
+                    .starting_hash_key(start)
+                    .ending_hash_key(end)
+                    .build()
+                    .unwrap(),
+            )
+            .sequence_number_range(seq.build().unwrap())
+    }
+
+    #[test]
+    fn maps_hash_keys_state_and_lineage() {
+        let max = u128::MAX.to_string();
+        let merged = sdk_shard("shardId-000000000004", "0", &max, false)
+            .parent_shard_id("shardId-000000000002")
+            .adjacent_parent_shard_id("shardId-000000000003")
+            .build()
+            .unwrap();
+        let shard = shard_from_sdk(&merged).unwrap();
+        assert_eq!(shard.hash_key_range, HashRange::FULL);
+        assert_eq!(shard.state, ShardState::Open);
+        assert_eq!(
+            shard.parent_shard_id.as_deref(),
+            Some("shardId-000000000002")
+        );
+        assert_eq!(
+            shard.adjacent_parent_shard_id.as_deref(),
+            Some("shardId-000000000003")
+        );
+
+        let closed = sdk_shard("shardId-000000000000", "5", "17", true)
+            .build()
+            .unwrap();
+        let shard = shard_from_sdk(&closed).unwrap();
+        assert_eq!(shard.state, ShardState::Closed);
+        assert_eq!(shard.hash_key_range, HashRange::new(5, 17).unwrap());
+        assert_eq!(shard.parent_shard_id, None);
+    }
+
+    #[test]
+    fn missing_or_malformed_fields_are_errors_not_panics() {
+        let no_range = sdk::Shard::builder()
+            .shard_id("shardId-000000000000")
+            .sequence_number_range(
+                sdk::SequenceNumberRange::builder()
+                    .starting_sequence_number("1")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert!(
+            shard_from_sdk(&no_range)
+                .unwrap_err()
+                .contains("HashKeyRange")
+        );
+
+        let too_big = format!("{}0", u128::MAX);
+        for (start, end) in [
+            ("-1", "5"),
+            ("1", &too_big),
+            ("x", "5"),
+            ("", "5"),
+            ("9", "5"),
+        ] {
+            let shard = sdk_shard("shardId-000000000000", start, end, false)
+                .build()
+                .unwrap();
+            assert!(shard_from_sdk(&shard).is_err(), "{start}..{end}");
+        }
+
+        let no_seq = sdk::Shard::builder()
+            .shard_id("shardId-000000000000")
+            .hash_key_range(
+                sdk::HashKeyRange::builder()
+                    .starting_hash_key("0")
+                    .ending_hash_key("1")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert!(
+            shard_from_sdk(&no_seq)
+                .unwrap_err()
+                .contains("SequenceNumberRange")
+        );
+    }
+
+    fn http(status: u16) -> aws_sdk_kinesis::config::http::HttpResponse {
+        aws_sdk_kinesis::config::http::HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        )
+    }
+
+    fn generic(code: &str) -> aws_sdk_kinesis::operation::split_shard::SplitShardError {
+        aws_sdk_kinesis::operation::split_shard::SplitShardError::generic(
+            aws_smithy_types::error::ErrorMetadata::builder()
+                .code(code)
+                .message("from the service")
+                .build(),
+        )
+    }
+
+    #[test]
+    fn sdk_errors_are_classified_by_type_then_code_then_status() {
+        use aws_sdk_kinesis::operation::split_shard::SplitShardError;
+        use aws_sdk_kinesis::types::error as e;
+        let service = |error: SplitShardError, status: u16| {
+            classify(SPLIT_SHARD, SdkError::service_error(error, http(status)))
+        };
+        let in_use = SplitShardError::ResourceInUseException(
+            e::ResourceInUseException::builder()
+                .message("UPDATING")
+                .build(),
+        );
+        let limit = SplitShardError::LimitExceededException(
+            e::LimitExceededException::builder().message("rate").build(),
+        );
+        let missing = SplitShardError::ResourceNotFoundException(
+            e::ResourceNotFoundException::builder()
+                .message("no stream")
+                .build(),
+        );
+        let invalid = SplitShardError::InvalidArgumentException(
+            e::InvalidArgumentException::builder()
+                .message("bad key")
+                .build(),
+        );
+        assert_eq!(service(in_use, 400).label(), "resource_in_use");
+        assert_eq!(service(limit, 400).label(), "limit_exceeded");
+        assert_eq!(service(missing, 400).label(), "not_found");
+        assert_eq!(service(invalid, 400).label(), "invalid");
+        assert_eq!(
+            service(generic("ThrottlingException"), 400).label(),
+            "throttled"
+        );
+        assert_eq!(
+            service(generic("AccessDeniedException"), 400).label(),
+            "access_denied"
+        );
+        assert_eq!(service(generic("Whatever"), 503).label(), "transient");
+        assert_eq!(service(generic("Whatever"), 429).label(), "throttled");
+        assert_eq!(service(generic("Whatever"), 400).label(), "other");
+
+        let error = service(generic("ThrottlingException"), 400);
+        assert_eq!(error.api(), "SplitShard");
+        assert!(
+            error
+                .to_string()
+                .contains("ThrottlingException: from the service")
+        );
+
+        let timeout = SdkError::<SplitShardError>::timeout_error("attempt timed out");
+        assert_eq!(classify(SPLIT_SHARD, timeout).label(), "transient");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let dispatch = SdkError::<SplitShardError>::dispatch_failure(
+            aws_sdk_kinesis::error::ConnectorError::io(io.into()),
+        );
+        let error = classify(SPLIT_SHARD, dispatch);
+        assert_eq!(error.label(), "transient");
+        assert!(error.to_string().contains("refused"), "{error}");
+        let construction = SdkError::<SplitShardError>::construction_failure("no region");
+        assert_eq!(classify(SPLIT_SHARD, construction).label(), "invalid");
+    }
+
+    #[test]
+    fn maps_the_stream_summary() {
+        let summary = sdk::StreamDescriptionSummary::builder()
+            .stream_name("orders")
+            .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/orders")
+            .stream_status(sdk::StreamStatus::Updating)
+            .stream_mode_details(
+                sdk::StreamModeDetails::builder()
+                    .stream_mode(sdk::StreamMode::Provisioned)
+                    .build()
+                    .unwrap(),
+            )
+            .retention_period_hours(24)
+            .stream_creation_timestamp(aws_smithy_types::DateTime::from_secs(0))
+            .enhanced_monitoring(
+                sdk::EnhancedMetrics::builder()
+                    .shard_level_metrics(sdk::MetricsName::IncomingBytes)
+                    .build(),
+            )
+            .open_shard_count(3)
+            .build()
+            .unwrap();
+        let d = description_from_sdk(&summary).unwrap();
+        assert_eq!(d.status, StreamStatus::Updating);
+        assert_eq!(d.mode, StreamMode::Provisioned);
+        assert_eq!(d.open_shard_count, 3);
+        assert_eq!(d.retention, Duration::from_secs(24 * 3600));
+        assert_eq!(d.shard_level_metrics, ["IncomingBytes"]);
+    }
+}
