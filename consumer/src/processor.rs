@@ -125,7 +125,8 @@ pub(crate) type SharedLease = Arc<Mutex<LeaseCell>>;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
-    pub(crate) store: LeaseStore,
+    /// `None` for an [unleased](Checkpointer::unleased) checkpointer.
+    pub(crate) store: Option<LeaseStore>,
     pub(crate) lease_key: String,
     pub(crate) worker_id: String,
     pub(crate) failover: std::time::Duration,
@@ -197,6 +198,50 @@ impl Checkpointer {
         }
     }
 
+    /// A checkpointer not backed by any lease, for unit tests and benchmarks of processors: every
+    /// write fails with [`CheckpointError::LeaseLost`] and nothing leaves the process.
+    ///
+    /// ```
+    /// use shardctl_consumer::processor::{CheckpointError, Checkpointer};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let c = Checkpointer::unleased("shardId-000000000000");
+    /// assert!(matches!(c.checkpoint_sequence("1").await, Err(CheckpointError::LeaseLost { .. })));
+    /// # });
+    /// ```
+    pub fn unleased(shard_id: impl Into<String>) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            store: None,
+            lease_key: shard_id.into(),
+            worker_id: String::new(),
+            failover: std::time::Duration::ZERO,
+            cell: Arc::new(Mutex::new(LeaseCell {
+                tenure: Tenure::acquired(
+                    0,
+                    now,
+                    std::time::Duration::ZERO,
+                    crate::ownership::AcquireKind::Take,
+                ),
+                lost: true,
+                handoff: false,
+                checkpoint: Checkpoint::TrimHorizon,
+            })),
+            last_delivered: None,
+            ended_children: None,
+        }
+    }
+
+    /// Records that `sequence_number` was the last record handed to the processor; what
+    /// [`Checkpointer::checkpoint`] writes. The worker calls it before each batch.
+    ///
+    /// ```
+    /// let mut c = shardctl_consumer::processor::Checkpointer::unleased("s");
+    /// c.set_batch_end("42");
+    /// ```
+    pub fn set_batch_end(&mut self, sequence_number: impl Into<String>) {
+        self.last_delivered = Some(sequence_number.into());
+    }
+
     /// The shard this checkpointer writes to.
     ///
     /// ```no_run
@@ -213,14 +258,18 @@ impl Checkpointer {
     ) -> Result<(), CheckpointError> {
         let mut cell = self.cell.lock().await;
         let sent = std::time::Instant::now();
+        let Some(store) = &self.store else {
+            return Err(self.lost());
+        };
         if cell.lost || !cell.tenure.is_valid(sent) {
             return Err(self.lost());
         }
         if cell.handoff {
-            return self.handoff_write(&mut cell, checkpoint, children).await;
+            return self
+                .handoff_write(store, &mut cell, checkpoint, children)
+                .await;
         }
-        match self
-            .store
+        match store
             .checkpoint(
                 &self.lease_key,
                 cell.tenure.counter,
@@ -237,10 +286,11 @@ impl Checkpointer {
             }
             Err(e) if e.is_condition_failed() => {
                 // Stolen? If the thief left us the handoff marker, write the last checkpoint there.
-                match self.store.get(&self.lease_key).await {
+                match store.get(&self.lease_key).await {
                     Ok(Some(row)) if row.checkpoint_owner.as_deref() == Some(&self.worker_id) => {
                         cell.handoff = true;
-                        self.handoff_write(&mut cell, checkpoint, children).await
+                        self.handoff_write(store, &mut cell, checkpoint, children)
+                            .await
                     }
                     _ => {
                         warn!(shard = %self.lease_key, worker = %self.worker_id, "checkpoint found the lease taken");
@@ -255,12 +305,12 @@ impl Checkpointer {
 
     async fn handoff_write(
         &self,
+        store: &LeaseStore,
         cell: &mut LeaseCell,
         checkpoint: Checkpoint,
         children: &BTreeSet<String>,
     ) -> Result<(), CheckpointError> {
-        match self
-            .store
+        match store
             .handoff_checkpoint(&self.lease_key, &self.worker_id, &checkpoint, children)
             .await
         {

@@ -260,40 +260,66 @@ pub(crate) async fn get_records(
             );
         }
     };
-    let mut bytes = 0u64;
-    let records = out
-        .records
-        .into_iter()
-        .map(|r| {
-            let data = Bytes::from(r.data.into_inner());
-            bytes += data.len() as u64 + r.partition_key.len() as u64;
-            Record {
-                sequence_number: r.sequence_number,
-                partition_key: r.partition_key,
-                data,
-                approximate_arrival: r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| SystemTime::try_from(t).ok()),
-            }
-        })
-        .collect();
-    let child_shards = out
-        .child_shards
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| ChildShardInfo {
-            shard_id: c.shard_id,
-            parents: c.parent_shards.into_iter().collect(),
-            hash_range: c
-                .hash_key_range
-                .map(|r| (r.starting_hash_key, r.ending_hash_key)),
-        })
-        .collect();
-    Ok(Fetched {
-        records,
-        bytes,
-        next_iterator: out.next_shard_iterator.filter(|s| !s.is_empty()),
-        millis_behind_latest: out.millis_behind_latest,
-        child_shards,
-    })
+    Ok(Fetched::from_output(out))
+}
+
+impl Fetched {
+    /// Converts a `GetRecords` answer: our records (payload bytes moved, not copied), bytes read,
+    /// `NextShardIterator` (`None` or empty: the shard ended) and `ChildShards`.
+    ///
+    /// ```
+    /// use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
+    /// use aws_sdk_kinesis::primitives::Blob;
+    /// use aws_sdk_kinesis::types::Record;
+    /// use shardctl_consumer::reader::Fetched;
+    /// let record = Record::builder()
+    ///     .sequence_number("1")
+    ///     .partition_key("org-1")
+    ///     .data(Blob::new("hi"))
+    ///     .build()
+    ///     .unwrap();
+    /// let out = GetRecordsOutput::builder().records(record).next_shard_iterator("it").build().unwrap();
+    /// let fetched = Fetched::from_output(out);
+    /// assert_eq!(fetched.records[0].partition_key, "org-1");
+    /// assert_eq!(fetched.bytes, 7);
+    /// assert!(fetched.next_iterator.is_some());
+    /// ```
+    pub fn from_output(out: aws_sdk_kinesis::operation::get_records::GetRecordsOutput) -> Self {
+        let mut bytes = 0u64;
+        let records = out
+            .records
+            .into_iter()
+            .map(|r| {
+                let data = Bytes::from(r.data.into_inner());
+                bytes += data.len() as u64 + r.partition_key.len() as u64;
+                Record {
+                    sequence_number: r.sequence_number,
+                    partition_key: r.partition_key,
+                    data,
+                    approximate_arrival: r
+                        .approximate_arrival_timestamp
+                        .and_then(|t| SystemTime::try_from(t).ok()),
+                }
+            })
+            .collect();
+        let child_shards = out
+            .child_shards
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ChildShardInfo {
+                shard_id: c.shard_id,
+                parents: c.parent_shards.into_iter().collect(),
+                hash_range: c
+                    .hash_key_range
+                    .map(|r| (r.starting_hash_key, r.ending_hash_key)),
+            })
+            .collect();
+        Self {
+            records,
+            bytes,
+            next_iterator: out.next_shard_iterator.filter(|s| !s.is_empty()),
+            millis_behind_latest: out.millis_behind_latest,
+            child_shards,
+        }
+    }
 }

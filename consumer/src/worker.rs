@@ -784,7 +784,7 @@ impl<F: ProcessorFactory> Inner<F> {
         info!(worker = %self.me(), shard = %key, checkpoint = %checkpoint, "processing shard");
 
         let mut checkpointer = Checkpointer {
-            store: self.store.clone(),
+            store: Some(self.store.clone()),
             lease_key: key.to_owned(),
             worker_id: self.me().to_owned(),
             failover: config.failover,
@@ -875,7 +875,7 @@ impl<F: ProcessorFactory> Inner<F> {
                     ));
                     if let Some(last) = fetched.records.last() {
                         position = StartPosition::After(last.sequence_number.clone());
-                        checkpointer.last_delivered = Some(last.sequence_number.clone());
+                        checkpointer.set_batch_end(last.sequence_number.clone());
                         processor
                             .process_records(
                                 RecordBatch {
