@@ -582,16 +582,28 @@ impl StateStore for DynamoStateStore {
                 request.send().await.map_err(|e| classify(PUT_ITEM, e))
             })
             .await;
+        let token = LeaderToken {
+            owner: owner.to_string(),
+            fence,
+            expires_at,
+        };
         match put {
             Ok(_) => {
                 tracing::info!(owner, fence, "leadership acquired");
-                Ok(Some(LeaderToken {
-                    owner: owner.to_string(),
-                    fence,
-                    expires_at,
-                }))
+                Ok(Some(token))
             }
             Err(BackendError::ConditionFailed { .. }) => {
+                // A retry after an attempt whose outcome was unknown fails its own condition when
+                // that attempt did land: the item then holds exactly what we wrote.
+                let ours = Leader {
+                    owner: owner.to_string(),
+                    fence,
+                    expires_at_ms: expires_at.timestamp_millis(),
+                };
+                if self.read_leader().await?.as_ref() == Some(&ours) {
+                    tracing::info!(owner, fence, "leadership acquired");
+                    return Ok(Some(token));
+                }
                 tracing::debug!(owner, "lost the race for leadership");
                 Ok(None)
             }

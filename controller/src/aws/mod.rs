@@ -196,6 +196,8 @@ impl ErrorClass {
                 | "RequestTimeoutException",
             ) => ErrorClass::Transient,
             _ => match status {
+                // A success status whose body could not be read: the call may have taken effect.
+                Some(200..=299) => ErrorClass::Transient,
                 Some(429) => ErrorClass::Throttled,
                 Some(500..=599) => ErrorClass::Transient,
                 Some(403) => ErrorClass::AccessDenied,
@@ -239,7 +241,11 @@ where
             let status = context.raw().status().as_u16();
             let service_error = context.into_err();
             let code = service_error.code().map(str::to_string);
-            let message = service_message(code.as_deref(), service_error.message());
+            let message = match (code.as_deref(), service_error.message()) {
+                // No code, no message: a response the SDK could not parse; say why.
+                (None, None) => format!("HTTP {status}: {}", describe(&service_error)),
+                (code, message) => service_message(code, message),
+            };
             let class = typed(service_error)
                 .unwrap_or_else(|| ErrorClass::from_code(code.as_deref(), Some(status)));
             class.error(api, message)
