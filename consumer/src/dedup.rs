@@ -519,3 +519,23 @@ where
         self.inner.shutdown_requested(checkpointer).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_evict_oldest_first() {
+        let mut recent = RecentIds {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: 2,
+        };
+        recent.insert("a".into());
+        recent.insert("b".into());
+        recent.insert("a".into());
+        recent.insert("c".into());
+        assert!(!recent.contains("a"));
+        assert!(recent.contains("b") && recent.contains("c"));
+    }
+}

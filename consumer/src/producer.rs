@@ -332,3 +332,25 @@ impl Producer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn envelope_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..256), id in any::<u128>()) {
+            let id = Uuid::from_u128(id);
+            let data = encode_event(id, &payload);
+            prop_assert_eq!(event_id(&data), Some(id));
+            prop_assert_eq!(event_payload(&data), &payload[..]);
+        }
+    }
+
+    #[test]
+    fn short_or_foreign_data_has_no_id() {
+        assert_eq!(event_id(b"SCE1short"), None);
+        assert_eq!(event_payload(b"SCE1short"), b"SCE1short");
+    }
+}

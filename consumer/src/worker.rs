@@ -597,16 +597,21 @@ impl<F: ProcessorFactory> Inner<F> {
     /// Releases a held lease if that is safe, and forgets it.
     async fn release(&self, key: &str, cell: &SharedLease) {
         let mut c = cell.lock().await;
+        if c.lost {
+            return;
+        }
         if c.handoff {
-            // Stolen: we are not the owner; just let the thief start.
-            if let Err(e) = self.store.end_handoff(key, self.me()).await
-                && !e.is_condition_failed()
-            {
-                warn!(worker = %self.me(), shard = %key, error = %e, "ending handoff failed; the new owner will time out");
-            } else {
-                info!(worker = %self.me(), shard = %key, "lease handed off");
+            // Stolen: we are not the owner any more; let the new owner start now.
+            match self.store.end_handoff(key, self.me()).await {
+                Ok(()) => info!(worker = %self.me(), shard = %key, "lease handed off"),
+                Err(e) if e.is_condition_failed() => {
+                    debug!(worker = %self.me(), shard = %key, "handoff already ended by the new owner");
+                }
+                Err(e) => {
+                    warn!(worker = %self.me(), shard = %key, error = %e, "ending handoff failed; the new owner will time out");
+                }
             }
-        } else if !c.lost && c.tenure.may_release(Instant::now()) {
+        } else if c.tenure.may_release(Instant::now()) {
             match self.store.release(key, c.tenure.counter, self.me()).await {
                 Ok(_) => info!(worker = %self.me(), shard = %key, "lease released"),
                 Err(e) => {

@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod lifecycle;
 mod race;
 mod reshard;

@@ -1,0 +1,205 @@
+//! Processor lifecycle: `shard_ended` without `SHARD_END`, graceful shutdown handing shards over.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
+use shardctl_consumer::producer::{Event, Producer};
+use shardctl_consumer::{Worker, WorkerConfig};
+
+use crate::common::*;
+
+#[derive(Default)]
+struct Forgetful {
+    /// shard -> times `shard_ended` was called
+    ended_calls: Mutex<BTreeMap<String, Vec<Instant>>>,
+    inits: Mutex<Vec<(String, Instant)>>,
+    records: Mutex<usize>,
+}
+
+/// Forgets to checkpoint `SHARD_END` the first time it is told a shard ended.
+struct ForgetsOnce {
+    shared: Arc<Forgetful>,
+    shard: String,
+}
+
+impl ShardProcessor for ForgetsOnce {
+    async fn initialize(&mut self, input: InitInput) {
+        self.shared
+            .inits
+            .lock()
+            .unwrap()
+            .push((input.shard_id, Instant::now()));
+    }
+    async fn process_records(&mut self, batch: RecordBatch, c: &Checkpointer) {
+        *self.shared.records.lock().unwrap() += batch.records.len();
+        c.checkpoint().await.unwrap();
+    }
+    async fn shard_ended(&mut self, c: &Checkpointer) {
+        let calls = {
+            let mut map = self.shared.ended_calls.lock().unwrap();
+            let calls = map.entry(self.shard.clone()).or_default();
+            calls.push(Instant::now());
+            calls.len()
+        };
+        if calls >= 2 {
+            c.checkpoint_shard_end().await.unwrap();
+        }
+    }
+}
+
+/// A processor that returns from `shard_ended` without checkpointing is asked again, and the
+/// children wait until it finally does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_ended_is_repeated_until_shard_end_is_checkpointed_and_children_wait() {
+    let Some(aws) = aws().await else { return };
+    let stream = unique("forgetful");
+    create_stream(&aws.kinesis, &stream, 1).await;
+    let shared = Arc::new(Forgetful::default());
+    let s = Arc::clone(&shared);
+    let worker = Worker::start(
+        WorkerConfig::new(&stream, unique("leases"))
+            .with_failover(Duration::from_secs(3))
+            .with_idle_poll_interval(Duration::from_millis(200)),
+        aws.kinesis.clone(),
+        aws.dynamodb.clone(),
+        move |shard: &str| ForgetsOnce {
+            shared: Arc::clone(&s),
+            shard: shard.to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    let producer = Producer::new(aws.kinesis.clone(), &stream);
+    producer
+        .send(
+            (0..10)
+                .map(|i| Event::new("org", payload("org", i)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let parent = open_shards(&aws.kinesis, &stream).await.remove(0);
+    split(&aws.kinesis, &stream, &parent).await;
+    producer
+        .send(
+            (10..20)
+                .map(|i| Event::new("org", payload("org", i)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    eventually("all 20 events", Duration::from_secs(30), || async {
+        (*shared.records.lock().unwrap() >= 20).then_some(())
+    })
+    .await;
+
+    let calls = shared.ended_calls.lock().unwrap()[&parent.shard_id].clone();
+    assert!(calls.len() >= 2, "shard_ended called {} times", calls.len());
+    let children_started: Vec<Instant> = shared
+        .inits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| *s != parent.shard_id)
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(children_started.len(), 2, "both children start");
+    for at in children_started {
+        assert!(
+            at > calls[1],
+            "a child started before its parent checkpointed SHARD_END"
+        );
+    }
+    worker.shutdown().await;
+}
+
+/// A worker that shuts down checkpoints and releases; another worker takes over at once (no
+/// failover wait) and resumes exactly at the checkpoint: no record twice, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_shards_over_at_the_checkpoint() {
+    let Some(aws) = aws().await else { return };
+    let stream = unique("handover");
+    let table = unique("leases");
+    create_stream(&aws.kinesis, &stream, 2).await;
+    let log = Arc::new(Log::default());
+    let failover = Duration::from_secs(3);
+    let config = |name: &str| {
+        WorkerConfig::new(&stream, &table)
+            .with_worker_id(name)
+            .with_failover(failover)
+            .with_idle_poll_interval(Duration::from_millis(200))
+    };
+    // Checkpoints only when the lease moves (every = large).
+    let a = Worker::start(
+        config("a"),
+        aws.kinesis.clone(),
+        aws.dynamodb.clone(),
+        Recorder::factory("a", &log, 1_000_000),
+    )
+    .await
+    .unwrap();
+    let producer = Producer::new(aws.kinesis.clone(), &stream);
+    let keys: Vec<String> = (0..6).map(|i| format!("org-{i}")).collect();
+    let send = |range: std::ops::Range<u64>| {
+        let producer = producer.clone();
+        let keys = keys.clone();
+        async move {
+            for round in range {
+                let events = keys
+                    .iter()
+                    .map(|k| Event::new(k.clone(), payload(k, round)))
+                    .collect();
+                producer.send(events).await.unwrap();
+            }
+        }
+    };
+    send(0..10).await;
+    eventually("first 60 events", Duration::from_secs(30), || async {
+        (log.delivered_ids().len() >= 60).then_some(())
+    })
+    .await;
+    let b = Worker::start(
+        config("b"),
+        aws.kinesis.clone(),
+        aws.dynamodb.clone(),
+        Recorder::factory("b", &log, 1_000_000),
+    )
+    .await
+    .unwrap();
+    a.shutdown().await;
+    let shut_down = Instant::now();
+    send(10..20).await;
+    eventually("all 120 events", Duration::from_secs(30), || async {
+        (log.delivered_ids().len() >= 120).then_some(())
+    })
+    .await;
+    eventually("b holds both shards", Duration::from_secs(10), || async {
+        (b.held_shards().len() == 2).then_some(())
+    })
+    .await;
+
+    let per_key: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), 20)).collect();
+    let duplicates = check_order_and_completeness(&log, &per_key);
+    assert!(
+        duplicates.is_empty(),
+        "{} records processed twice across the handover",
+        duplicates.len()
+    );
+    let last_b_init = log
+        .inits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(w, _, _)| w == "b")
+        .map(|(_, _, at)| *at)
+        .max()
+        .unwrap();
+    assert!(
+        last_b_init < shut_down + failover / 2,
+        "released leases were taken only after {:?}",
+        last_b_init.saturating_duration_since(shut_down)
+    );
+    b.shutdown().await;
+}
