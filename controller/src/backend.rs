@@ -227,6 +227,21 @@ pub trait Kinesis: Send + Sync {
         stream: &str,
         metrics: &[ShardMetric],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// A sample of the records written to `shard_id` since `since`: at most `limit` of them, as
+    /// (partition key, size in bytes including the key). Used to place traffic-weighted split
+    /// points. A backend that cannot sample returns an empty list (the split falls back to the
+    /// midpoint).
+    fn sample_records(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, BackendError>> + Send {
+        let _ = (stream, shard_id, since, limit);
+        std::future::ready(Ok(Vec::new()))
+    }
 }
 
 /// Shard-level CloudWatch metrics.
@@ -363,6 +378,7 @@ forward_arc!(Kinesis {
     fn split_shard(&self, stream: &str, shard_id: &str, new_starting_hash_key: HashKey) -> impl Future<Output = Result<(), BackendError>> + Send;
     fn merge_shards(&self, stream: &str, shard_id: &str, adjacent_shard_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
     fn enable_shard_metrics(&self, stream: &str, metrics: &[ShardMetric]) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn sample_records(&self, stream: &str, shard_id: &str, since: DateTime<Utc>, limit: usize) -> impl Future<Output = Result<Vec<(String, u64)>, BackendError>> + Send;
 });
 
 forward_arc!(Metrics {

@@ -5,6 +5,7 @@ use crate::render;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,9 +14,30 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "shardctl", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Log format on stderr (level from `RUST_LOG`, default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHARDCTL_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Where the controller keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// The DynamoDB table for the leader lease and the operation journal (created if missing by
+    /// `run` without `--dry-run`; never created by read-only commands).
+    #[arg(long, env = "SHARDCTL_STATE_TABLE", default_value = crate::aws::DEFAULT_STATE_TABLE)]
+    pub state_table: String,
 }
 
 /// The subcommands.
@@ -33,23 +55,70 @@ pub enum Command {
         #[arg(value_enum, default_value_t = SchemaKind::Policy)]
         kind: SchemaKind,
     },
-    /// Plan one stream offline from a snapshot and print the decision. Touches nothing.
+    /// Print what the controller would do now (live, from AWS) or at a snapshot (offline).
+    /// Changes nothing in either mode.
     Plan {
         /// The policy file.
-        #[arg(long)]
+        #[arg(long, env = "SHARDCTL_POLICY")]
         policy: PathBuf,
-        /// A snapshot written by `shardctl observe` (or by hand; see the format docs).
+        /// Plan offline from a snapshot written by `shardctl observe` instead of reading AWS.
         #[arg(long)]
-        snapshot: PathBuf,
-        /// The instant to plan for (RFC 3339); defaults to the snapshot's `observedAt`.
-        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        /// Live: only this stream (default: every stream of the policy).
+        #[arg(long, conflicts_with = "snapshot")]
+        stream: Option<String>,
+        /// Offline: the instant to plan for (RFC 3339); defaults to the snapshot's `observedAt`.
+        #[arg(long, requires = "snapshot")]
         now: Option<DateTime<Utc>>,
+        /// State table (live).
+        #[command(flatten)]
+        state: StateArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
         /// List every open shard in the table, not only those with something to do.
         #[arg(long)]
         all_shards: bool,
+    },
+    /// Write a snapshot of a stream (shards, metrics, consumer drain state, history) as JSON.
+    Observe {
+        /// The stream.
+        #[arg(long)]
+        stream: String,
+        /// Read windows and consumer groups from this policy (default: built-in windows, no groups).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// State table.
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Run the controller: reconcile every stream of the policy every evaluation interval.
+    Run {
+        /// The policy file (re-read while running; invalid edits are rejected).
+        #[arg(long, env = "SHARDCTL_POLICY")]
+        policy: PathBuf,
+        /// Print the operations instead of executing them; changes nothing.
+        #[arg(long, env = "SHARDCTL_DRY_RUN")]
+        dry_run: bool,
+        /// One pass, then exit (exit 1 if any stream failed).
+        #[arg(long)]
+        once: bool,
+        /// State table.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Serve /metrics, /healthz and /readyz here.
+        #[arg(long, env = "SHARDCTL_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// This replica's identity for the leader lease (the pod name in Kubernetes).
+        #[arg(long, env = "SHARDCTL_IDENTITY")]
+        identity: Option<String>,
+        /// How long the leader lease lasts without renewal; a standby takes over about this long
+        /// after the leader dies.
+        #[arg(long, env = "SHARDCTL_LEADER_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
+        leader_lease: std::time::Duration,
     },
 }
 
@@ -71,8 +140,33 @@ pub enum Output {
     Json,
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "shardctl".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging(cli.log_format);
     match cli.command {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Schema { kind } => {
@@ -83,12 +177,70 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", shardctl_policies::schema::render(&schema));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Observe {
+            stream,
+            policy,
+            output,
+            state,
+        } => runtime()?.block_on(crate::live::observe(
+            stream,
+            policy,
+            state.state_table,
+            output,
+        )),
+        Command::Run {
+            policy,
+            dry_run,
+            once,
+            state,
+            listen,
+            identity,
+            leader_lease,
+        } => {
+            if leader_lease < std::time::Duration::from_secs(3) {
+                bail!("--leader-lease {leader_lease:?} is too short; use at least 3s");
+            }
+            let options = crate::live::RunOptions {
+                policy,
+                dry_run,
+                once,
+                state_table: state.state_table,
+                listen: (!once).then_some(listen),
+                identity: identity.unwrap_or_else(default_identity),
+                leader_lease,
+                reload_every: std::time::Duration::from_secs(10),
+            };
+            runtime()?.block_on(crate::live::run(options))
+        }
         Command::Plan {
             policy,
-            snapshot,
+            snapshot: None,
+            stream,
+            state,
+            output,
+            all_shards,
+            ..
+        } => {
+            let rows = if all_shards {
+                render::Rows::All
+            } else {
+                render::Rows::Involved
+            };
+            runtime()?.block_on(crate::live::plan(
+                policy,
+                stream,
+                state.state_table,
+                output,
+                rows,
+            ))
+        }
+        Command::Plan {
+            policy,
+            snapshot: Some(snapshot),
             now,
             output,
             all_shards,
+            ..
         } => {
             let policy_file = read_policy(&policy)?;
             let snap = read_snapshot(&snapshot)?;

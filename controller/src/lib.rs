@@ -6,6 +6,12 @@
 pub mod aws;
 pub mod backend;
 pub mod cli;
+pub mod daemon;
 pub mod files;
+pub mod http;
+pub mod leadership;
+pub mod live;
+pub mod policy_source;
+pub mod reconcile;
 pub mod render;
 pub mod telemetry;

@@ -1,0 +1,168 @@
+//! The long-running controller: every evaluation interval (and at the start of every budget
+//! window), reconcile each stream in parallel; only the leader acts.
+
+use crate::backend::{Clock, Kinesis, LeaderToken, LeaseTables, Metrics, StateStore};
+use crate::reconcile::{CycleReport, CycleSettings, Executor, ReconcileError, Services};
+use crate::telemetry::StreamLabels;
+use chrono::{DateTime, Utc};
+use shardctl_policies::PolicyFile;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Loop progress, for `/healthz` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Unix seconds when the loop last woke.
+    pub last_tick: AtomicI64,
+    /// Unix seconds when the loop last finished a pass in which no stream failed.
+    pub last_clean_pass: AtomicI64,
+}
+
+impl Progress {
+    /// Seconds since the loop last woke, at `now`.
+    pub fn since_tick(&self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() - self.last_tick.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the last clean pass, at `now`.
+    pub fn since_clean_pass(&self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() - self.last_clean_pass.load(Ordering::Relaxed)
+    }
+}
+
+/// The next instant the loop must wake: the next evaluation, or earlier if a budget of any
+/// stream starts before it (so freezes and scheduled minimums take effect on time).
+pub fn next_wake(policy: &PolicyFile, now: DateTime<Utc>) -> DateTime<Utc> {
+    let interval = policy.spec.evaluation_interval.to_chrono();
+    let mut wake = now + interval;
+    for stream in &policy.spec.streams {
+        for b in &stream.budgets {
+            if let Some(schedule) = &b.schedule
+                && let Ok(t) = schedule.cron().find_next_occurrence(&now, false)
+                && t < wake
+            {
+                wake = t;
+            }
+        }
+    }
+    wake
+}
+
+/// The result of one pass over every stream.
+pub type Pass = Vec<(String, Result<CycleReport, ReconcileError>)>;
+
+/// Reconciles every stream of `policy` once, in parallel; an error in one stream never stops
+/// the others.
+pub async fn pass<K, M, L, S, C, E>(
+    services: &Services<K, M, L, S, C>,
+    policy: &PolicyFile,
+    executor: &E,
+    leader: Option<&LeaderToken>,
+    settings: &CycleSettings,
+) -> Pass
+where
+    K: Kinesis,
+    M: Metrics,
+    L: LeaseTables,
+    S: StateStore,
+    C: Clock,
+    E: Executor,
+{
+    let cycles = policy.spec.streams.iter().map(|stream| async move {
+        let result = services.cycle(stream, executor, leader, settings).await;
+        if let Err(error) = &result {
+            services
+                .telemetry
+                .reconcile_errors
+                .get_or_create(&StreamLabels {
+                    stream: stream.name.clone(),
+                })
+                .inc();
+            tracing::error!(stream = %stream.name, reason = error.label(), %error, "reconcile failed");
+        }
+        (stream.name.clone(), result)
+    });
+    futures::future::join_all(cycles).await
+}
+
+/// Runs until `stop` turns true. With a live executor only the leader (per `leader`) acts; a
+/// dry-run executor runs on every replica. `policy` is re-read from its watch channel at every
+/// wake, so hot reloads take effect at the next pass.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<K, M, L, S, C, E>(
+    services: Arc<Services<K, M, L, S, C>>,
+    mut policy: watch::Receiver<Arc<PolicyFile>>,
+    executor: E,
+    mut leader: watch::Receiver<Option<LeaderToken>>,
+    settings: CycleSettings,
+    progress: Arc<Progress>,
+    once: bool,
+    mut stop: watch::Receiver<bool>,
+    mut on_pass: impl FnMut(&Pass),
+) where
+    K: Kinesis,
+    M: Metrics,
+    L: LeaseTables,
+    S: StateStore,
+    C: Clock,
+    E: Executor,
+{
+    loop {
+        let now = services.clock.now();
+        progress.last_tick.store(now.timestamp(), Ordering::Relaxed);
+        let current = policy.borrow_and_update().clone();
+        let token = leader.borrow_and_update().clone();
+        if executor.is_live() && token.is_none() {
+            tracing::debug!("standby: not the leader");
+        } else {
+            let result = pass(&services, &current, &executor, token.as_ref(), &settings).await;
+            if result.iter().all(|(_, r)| r.is_ok()) {
+                progress
+                    .last_clean_pass
+                    .store(services.clock.now().timestamp(), Ordering::Relaxed);
+            }
+            on_pass(&result);
+        }
+        if once || *stop.borrow() {
+            return;
+        }
+        let wake = next_wake(&current, services.clock.now());
+        let wait = (wake - services.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = services.clock.sleep(wait) => {}
+            _ = leader.changed() => {}
+            _ = policy.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn policy(budget_cron: &str) -> PolicyFile {
+        let yaml = format!(
+            "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  evaluationInterval: 5m\n  streams:\n    - name: a\n      budgets:\n        - schedule: \"{budget_cron}\"\n          duration: 1h\n          merges: 0\n"
+        );
+        shardctl_policies::load_policy(&yaml, "p").unwrap()
+    }
+
+    #[test]
+    fn the_loop_wakes_when_a_budget_starts_not_an_interval_later() {
+        let now: DateTime<Utc> = "2026-11-02T13:58:30Z".parse().unwrap();
+        assert_eq!(
+            next_wake(&policy("0 14 * * *"), now),
+            "2026-11-02T14:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            next_wake(&policy("0 22 * * *"), now),
+            "2026-11-02T14:03:30Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+}

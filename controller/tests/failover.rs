@@ -1,0 +1,133 @@
+//! Two `shardctl run` processes against the emulators: only the leader acts, and the standby
+//! takes over when the leader is killed. Prints the measured takeover time.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:port; `None` while nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, out))
+}
+
+fn is_leader(port: u16) -> Option<bool> {
+    let (_, body) = get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with("shardctl_leader "))
+        .map(|l| l.trim_end().ends_with(" 1"))
+}
+
+fn spawn(policy: &std::path::Path, table: &str, identity: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .args(["run", "--policy"])
+        .arg(policy)
+        .args([
+            "--state-table",
+            table,
+            "--identity",
+            identity,
+            "--leader-lease",
+            "3s",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_when_the_leader_is_killed() {
+    let c = clients().await;
+    let stream = unique("failover");
+    create_stream(&c, &stream, 2).await;
+    let table = unique("state");
+    let dir = std::env::temp_dir().join(unique("failover"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  evaluationInterval: 10s\n  streams:\n    - name: {stream}\n"
+        ),
+    )
+    .unwrap();
+
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = spawn(&policy, &table, "replica-a", pa);
+    wait_until("replica-a to lead", Duration::from_secs(30), || {
+        is_leader(pa) == Some(true)
+    });
+    let mut b = spawn(&policy, &table, "replica-b", pb);
+    wait_until("replica-b to serve", Duration::from_secs(30), || {
+        is_leader(pb).is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(is_leader(pb), Some(false), "only one replica leads");
+    assert_eq!(is_leader(pa), Some(true));
+    assert_eq!(get(pb, "/healthz").map(|r| r.0), Some(200));
+
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let takeover = wait_until("replica-b to take over", Duration::from_secs(20), || {
+        is_leader(pb) == Some(true)
+    });
+    println!(
+        "failover: standby led {:.2}s after the leader was killed (lease 3s)",
+        takeover.as_secs_f64()
+    );
+    assert!(takeover <= Duration::from_secs(8), "took {takeover:?}");
+
+    // A clean shutdown releases the lease at once.
+    let pc = free_port();
+    let mut c3 = spawn(&policy, &table, "replica-c", pc);
+    wait_until("replica-c to serve", Duration::from_secs(30), || {
+        is_leader(pc).is_some()
+    });
+    let term = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = b.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    let handover = wait_until("replica-c to take over", Duration::from_secs(20), || {
+        is_leader(pc) == Some(true)
+    });
+    println!("handover after SIGTERM: {:.2}s", handover.as_secs_f64());
+    assert!(handover <= Duration::from_secs(3), "took {handover:?}");
+    c3.kill().unwrap();
+    c3.wait().unwrap();
+}

@@ -1,0 +1,378 @@
+//! The reconcile cycle against the emulators: kinesis-local (Kinesis) and moto (DynamoDB,
+//! CloudWatch), with shard-level metrics injected through `PutMetricData`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use shardctl::backend::{BackendError, Kinesis, StateStore};
+use shardctl::reconcile::{CycleSettings, DryRunExecutor, Executed, Executor, LiveExecutor};
+use shardctl_policies::history::{OperationKind, OperationOutcome};
+use shardctl_policies::plan::PlannedOperation;
+use shardctl_policies::policy::ConsumerGroup;
+use shardctl_policies::{HumanDuration, ShardMap, StreamPolicy};
+use std::time::Duration;
+use support::*;
+
+fn test_policy(stream: &str) -> StreamPolicy {
+    let mut p = StreamPolicy::with_defaults(stream);
+    p.metrics_delay = HumanDuration::mins(1);
+    p.split.stabilization_window = HumanDuration::mins(3);
+    p.merge.stabilization_window = HumanDuration::mins(5);
+    p.merge.cooldown = HumanDuration::mins(30);
+    p.max_operations_per_cycle = 2;
+    p
+}
+
+fn settings() -> CycleSettings {
+    CycleSettings {
+        active_timeout: Duration::from_secs(30),
+        active_poll: Duration::from_millis(100),
+        ..CycleSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sustained_hot_shard_is_split_recorded_and_its_cooldown_survives_a_restart() {
+    let c = clients().await;
+    let stream = unique("hot");
+    create_stream(&c, &stream, 3).await;
+    let table = unique("state");
+    let (svc, _) = services(&table).await;
+    let shards = open_shards(&svc, &stream).await;
+    put_utilization(&c, &stream, &shards[0].shard_id, 95.0, 10.0, 10, &[]).await;
+    put_utilization(&c, &stream, &shards[1].shard_id, 5.0, 5.0, 10, &[]).await;
+    put_utilization(&c, &stream, &shards[2].shard_id, 5.0, 5.0, 10, &[]).await;
+    let mut policy = test_policy(&stream);
+    policy.max_operations_per_cycle = 1;
+    let token = lead(&svc, "replica-a").await;
+
+    let report = svc
+        .cycle(
+            &policy,
+            &LiveExecutor::new(svc.kinesis.clone()),
+            Some(&token),
+            &settings(),
+        )
+        .await
+        .unwrap();
+    let split = &shards[0].shard_id;
+    assert!(
+        matches!(&report.executed[..], [Executed::Done(PlannedOperation::Split { shard_id, .. })] if shard_id == split),
+        "{:#?}",
+        report.executed
+    );
+    // Splits come first; the cold pair waits for the next cycle.
+    assert!(
+        report
+            .decision
+            .held
+            .iter()
+            .any(|h| h.limit.label() == "max_operations_per_cycle"),
+        "{:#?}",
+        report.decision.held
+    );
+
+    // The stream is ACTIVE again and the key space is still covered, by 4 open shards.
+    wait_active(&c, &stream).await;
+    let all = svc.kinesis.list_shards(&stream).await.unwrap();
+    let map = ShardMap::new(&all).unwrap();
+    assert_eq!(map.open_count(), 4);
+    let children: Vec<_> = all
+        .iter()
+        .filter(|s| s.parent_shard_id.as_deref() == Some(split))
+        .collect();
+    assert_eq!(children.len(), 2);
+
+    // The journal says what happened.
+    let history = svc.history(&stream).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].record.kind, OperationKind::Split);
+    assert_eq!(history[0].record.outcome, OperationOutcome::Succeeded);
+
+    // A new process (fresh services over the same table) honours the merge cooldown that the
+    // split started.
+    let (restarted, _) = services(&table).await;
+    let report = restarted
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert!(
+        report.decision.operations.is_empty(),
+        "{:#?}",
+        report.decision.operations
+    );
+    assert!(
+        report
+            .decision
+            .held
+            .iter()
+            .any(|h| h.limit.label() == "cooldown")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_pair_is_merged_but_a_pair_with_a_missing_minute_is_not() {
+    let c = clients().await;
+    let stream = unique("cold");
+    create_stream(&c, &stream, 4).await;
+    let (svc, _) = services(&unique("state")).await;
+    let shards = open_shards(&svc, &stream).await;
+    put_utilization(&c, &stream, &shards[0].shard_id, 5.0, 5.0, 10, &[]).await;
+    put_utilization(&c, &stream, &shards[1].shard_id, 6.0, 6.0, 10, &[]).await;
+    // (1, 2) is too warm together; (2, 3) would be cold but shard 3 misses a minute.
+    put_utilization(&c, &stream, &shards[2].shard_id, 36.0, 2.0, 10, &[]).await;
+    put_utilization(&c, &stream, &shards[3].shard_id, 1.0, 1.0, 10, &[3]).await;
+    let mut policy = test_policy(&stream);
+    policy.merge.cooldown = HumanDuration::secs(0);
+    let token = lead(&svc, "replica-a").await;
+    let report = svc
+        .cycle(
+            &policy,
+            &LiveExecutor::new(svc.kinesis.clone()),
+            Some(&token),
+            &settings(),
+        )
+        .await
+        .unwrap();
+    let merged: Vec<_> = report
+        .executed
+        .iter()
+        .map(|e| match e {
+            Executed::Done(PlannedOperation::Merge {
+                shard_id,
+                adjacent_shard_id,
+                ..
+            }) => (shard_id.clone(), adjacent_shard_id.clone()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        merged,
+        vec![(shards[0].shard_id.clone(), shards[1].shard_id.clone())]
+    );
+    let held: Vec<_> = report
+        .decision
+        .held
+        .iter()
+        .map(|h| (h.shard_ids.clone(), h.limit.label()))
+        .collect();
+    assert!(
+        held.contains(&(
+            vec![shards[2].shard_id.clone(), shards[3].shard_id.clone()],
+            "incomplete_data"
+        )),
+        "{held:?}"
+    );
+    wait_active(&c, &stream).await;
+    assert_eq!(open_shards(&svc, &stream).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_the_operation_and_changes_nothing() {
+    let c = clients().await;
+    let stream = unique("dry");
+    create_stream(&c, &stream, 2).await;
+    let table = unique("state");
+    let (svc, telemetry) = services(&table).await;
+    let before = svc.kinesis.list_shards(&stream).await.unwrap();
+    put_utilization(&c, &stream, &before[0].shard_id, 97.0, 10.0, 10, &[]).await;
+    let report = svc
+        .cycle(&test_policy(&stream), &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert!(matches!(
+        &report.executed[..],
+        [Executed::DryRun(PlannedOperation::Split { .. })]
+    ));
+    assert_eq!(svc.kinesis.list_shards(&stream).await.unwrap(), before);
+    assert!(
+        !table_exists(&c, &table).await,
+        "a dry run must not create the state table"
+    );
+    let metrics = telemetry.encode();
+    assert!(!metrics.contains("api=\"SplitShard\""), "{metrics}");
+    assert!(!metrics.contains("api=\"MergeShards\""), "{metrics}");
+}
+
+/// Performs the real call, then never returns: the process "dies" between the Kinesis call and
+/// its bookkeeping.
+struct DiesAfterTheCall<E>(E);
+
+impl<E: Executor> Executor for DiesAfterTheCall<E> {
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    async fn perform(&self, stream: &str, op: &PlannedOperation) -> Result<(), BackendError> {
+        self.0.perform(stream, op).await?;
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
+    let c = clients().await;
+    let stream = unique("crash");
+    create_stream(&c, &stream, 2).await;
+    let table = unique("state");
+    let (svc, _) = services(&table).await;
+    let shards = open_shards(&svc, &stream).await;
+    put_utilization(&c, &stream, &shards[0].shard_id, 95.0, 10.0, 10, &[]).await;
+    let policy = test_policy(&stream);
+    let token = lead(&svc, "replica-a").await;
+
+    let dying = DiesAfterTheCall(LiveExecutor::new(svc.kinesis.clone()));
+    let crashed = tokio::time::timeout(
+        Duration::from_secs(5),
+        svc.cycle(&policy, &dying, Some(&token), &settings()),
+    )
+    .await;
+    assert!(crashed.is_err(), "the cycle should hang after the call");
+    let journal = svc.history(&stream).await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].record.outcome, OperationOutcome::InFlight);
+
+    // Restart: the journal entry is settled from the shard map, and the split is not repeated.
+    wait_active(&c, &stream).await;
+    let (restarted, telemetry) = services(&table).await;
+    let report = restarted
+        .cycle(
+            &policy,
+            &LiveExecutor::new(restarted.kinesis.clone()),
+            Some(&token),
+            &settings(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.resolved.len(), 1);
+    assert_eq!(report.resolved[0].1, OperationOutcome::Succeeded);
+    assert!(report.executed.is_empty(), "{:#?}", report.executed);
+    assert!(!telemetry.encode().contains("api=\"SplitShard\""));
+    let all = restarted.kinesis.list_shards(&stream).await.unwrap();
+    assert_eq!(
+        ShardMap::new(&all).unwrap().open_count(),
+        3,
+        "exactly one split happened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_gate_holds_children_until_the_parent_is_drained() {
+    let c = clients().await;
+    let stream = unique("gate");
+    create_stream(&c, &stream, 1).await;
+    let (svc, _) = services(&unique("state")).await;
+    let parent = open_shards(&svc, &stream).await.remove(0);
+    let key = parent.hash_key_range.midpoint_split_key().unwrap();
+    svc.kinesis
+        .split_shard(&stream, &parent.shard_id, key)
+        .await
+        .unwrap();
+    wait_active(&c, &stream).await;
+    let children = open_shards(&svc, &stream).await;
+    put_utilization(&c, &stream, &children[0].shard_id, 96.0, 10.0, 10, &[]).await;
+    put_utilization(&c, &stream, &children[1].shard_id, 50.0, 10.0, 10, &[]).await;
+    let leases = unique("billing");
+    lease_table(
+        &c,
+        &leases,
+        &[
+            (
+                &parent.shard_id,
+                "49654910385420946271138209451022367872543657233510891522",
+            ),
+            (&children[0].shard_id, "TRIM_HORIZON"),
+            (&children[1].shard_id, "TRIM_HORIZON"),
+        ],
+    )
+    .await;
+    let mut policy = test_policy(&stream);
+    policy.consumer_groups = vec![ConsumerGroup {
+        name: "billing".into(),
+        lease_table: leases.clone(),
+    }];
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert!(report.decision.operations.is_empty());
+    let reason = report.decision.held[0].limit.to_string();
+    assert_eq!(
+        reason,
+        format!(
+            "waiting for group billing to drain {} (checkpoint …233510891522)",
+            parent.shard_id
+        )
+    );
+
+    set_checkpoint(&c, &leases, &parent.shard_id, "SHARD_END").await;
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.decision.operations.len(),
+        1,
+        "{:#?}",
+        report.decision.held
+    );
+
+    // A lease table that does not exist is an error for the stream, not a silent pass.
+    policy.consumer_groups[0].lease_table = unique("missing");
+    let err = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap_err();
+    assert_eq!(err.label(), "lease_table");
+    assert!(
+        err.to_string()
+            .contains("consumer group billing cannot be read"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_cannot_act() {
+    let c = clients().await;
+    let stream = unique("fence");
+    create_stream(&c, &stream, 2).await;
+    let table = unique("state");
+    let (svc, _) = services(&table).await;
+    let shards = open_shards(&svc, &stream).await;
+    put_utilization(&c, &stream, &shards[0].shard_id, 95.0, 10.0, 10, &[]).await;
+    svc.state.ensure().await.unwrap();
+    let now = chrono::Utc::now();
+    let old = svc
+        .state
+        .acquire_leadership(
+            "old",
+            Duration::from_secs(3),
+            now - chrono::TimeDelta::seconds(10),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // Its lease lapsed; another replica took over.
+    let new = svc
+        .state
+        .acquire_leadership("new", Duration::from_secs(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.fence > old.fence);
+    let err = svc
+        .cycle(
+            &test_policy(&stream),
+            &LiveExecutor::new(svc.kinesis.clone()),
+            Some(&old),
+            &settings(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.label(), "not_leader");
+    assert_eq!(
+        open_shards(&svc, &stream).await.len(),
+        2,
+        "nothing was split"
+    );
+}
