@@ -500,12 +500,34 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Advance(u64),
-        Acquire { worker: usize, delay_ms: u64 },
-        Renew { worker: usize, delay_ms: u64 },
-        Release { worker: usize },
-        Pause { worker: usize },
-        Resume { worker: usize },
-        Finish { key: usize },
+        Acquire {
+            worker: usize,
+            delay_ms: u64,
+        },
+        Renew {
+            worker: usize,
+            delay_ms: u64,
+        },
+        Release {
+            worker: usize,
+        },
+        Pause {
+            worker: usize,
+        },
+        Resume {
+            worker: usize,
+        },
+        Finish {
+            key: usize,
+        },
+        /// A victim that learned of a steal writes its last checkpoint and clears the marker.
+        HandOff {
+            worker: usize,
+        },
+        /// A thief checks whether the handoff finished (or fences the victim off after failover).
+        AwaitHandoff {
+            worker: usize,
+        },
     }
 
     fn op(workers: usize, keys: usize) -> impl Strategy<Value = Op> {
@@ -517,6 +539,8 @@ mod tests {
             1 => (0..workers).prop_map(|worker| Op::Pause { worker }),
             1 => (0..workers).prop_map(|worker| Op::Resume { worker }),
             1 => (0..keys).prop_map(|key| Op::Finish { key }),
+            2 => (0..workers).prop_map(|worker| Op::HandOff { worker }),
+            3 => (0..workers).prop_map(|worker| Op::AwaitHandoff { worker }),
         ]
     }
 
@@ -525,6 +549,8 @@ mod tests {
         paused: bool,
         observer: LeaseObserver,
         tenures: HashMap<String, Tenure>,
+        /// Leases stolen from us with a handoff marker naming us.
+        handing_off: HashSet<String>,
     }
 
     impl Worker {
@@ -585,6 +611,7 @@ mod tests {
                 paused: false,
                 observer: LeaseObserver::default(),
                 tenures: HashMap::new(),
+                handing_off: HashSet::new(),
             })
             .collect();
         for op in ops {
@@ -609,6 +636,16 @@ mod tests {
                             None,
                             Some(Some(w.id.clone())),
                         ) {
+                            // A steal names the victim as checkpoint owner; a take clears it.
+                            if let Some(row) =
+                                table.iter_mut().find(|l| l.lease_key == acq.lease_key)
+                            {
+                                row.checkpoint_owner = match acq.kind {
+                                    AcquireKind::Steal => acq.previous_owner.clone(),
+                                    AcquireKind::Take => None,
+                                };
+                            }
+                            w.handing_off.remove(&acq.lease_key);
                             w.tenures.insert(
                                 acq.lease_key,
                                 Tenure::acquired(counter, sent, FAILOVER, acq.kind),
@@ -628,6 +665,10 @@ mod tests {
                         let tenure = w.tenures[&key];
                         if tenure.is_lapsed(sent) {
                             w.tenures.remove(&key);
+                            w.handing_off.remove(&key);
+                            continue;
+                        }
+                        if w.handing_off.contains(&key) {
                             continue;
                         }
                         match conditional(&mut table, &key, tenure.counter, Some(Some(&w.id)), None)
@@ -638,7 +679,16 @@ mod tests {
                                 }
                             }
                             None => {
-                                w.tenures.remove(&key);
+                                let marker = table
+                                    .iter()
+                                    .find(|l| l.lease_key == key)
+                                    .and_then(|l| l.checkpoint_owner.clone());
+                                if marker.as_deref() == Some(w.id.as_str()) {
+                                    // Stolen with a handoff: keep processing until we hand off.
+                                    w.handing_off.insert(key);
+                                } else {
+                                    w.tenures.remove(&key);
+                                }
                             }
                         }
                     }
@@ -648,6 +698,7 @@ mod tests {
                     if w.paused {
                         continue;
                     }
+                    w.handing_off.clear();
                     for (key, tenure) in std::mem::take(&mut w.tenures) {
                         // A stolen lease whose tenure has not started must not be released: the
                         // victim may still believe it holds it. It is dropped and expires instead.
@@ -659,6 +710,41 @@ mod tests {
                                 Some(Some(&w.id)),
                                 Some(None),
                             );
+                        }
+                    }
+                }
+                Op::HandOff { worker } => {
+                    let w = &mut workers[worker];
+                    if w.paused {
+                        continue;
+                    }
+                    for key in std::mem::take(&mut w.handing_off) {
+                        // Stop first, then clear the marker (conditional on it naming us).
+                        w.tenures.remove(&key);
+                        if let Some(row) = table.iter_mut().find(|l| l.lease_key == key)
+                            && row.checkpoint_owner.as_deref() == Some(w.id.as_str())
+                        {
+                            row.checkpoint_owner = None;
+                        }
+                    }
+                }
+                Op::AwaitHandoff { worker } => {
+                    let w = &mut workers[worker];
+                    if w.paused {
+                        continue;
+                    }
+                    let me = w.id.clone();
+                    for (key, tenure) in w.tenures.iter_mut() {
+                        let Some(row) = table.iter_mut().find(|l| &l.lease_key == key) else {
+                            continue;
+                        };
+                        if row.lease_owner.as_deref() != Some(me.as_str()) {
+                            continue;
+                        }
+                        match &row.checkpoint_owner {
+                            None => tenure.handed_over(now),
+                            Some(_) if now >= tenure.valid_from() => row.checkpoint_owner = None,
+                            Some(_) => {}
                         }
                     }
                 }
@@ -699,7 +785,8 @@ mod tests {
         ) {
             let ops = ops.into_iter().filter(|o| match o {
                 Op::Acquire { worker, .. } | Op::Renew { worker, .. } | Op::Release { worker }
-                | Op::Pause { worker } | Op::Resume { worker } => *worker < n_workers,
+                | Op::Pause { worker } | Op::Resume { worker } | Op::HandOff { worker }
+                | Op::AwaitHandoff { worker } => *worker < n_workers,
                 Op::Finish { key } => *key < n_keys,
                 Op::Advance(_) => true,
             }).collect();
