@@ -19,7 +19,7 @@
 //! its records; they are sent again with the same event ids. That is the producer-retry duplicate
 //! that [`crate::dedup`] removes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -118,6 +118,12 @@ pub enum ProduceError {
         /// Size in bytes.
         size: usize,
     },
+    /// The request could not be built (a bug, not a service answer).
+    #[error("PutRecords request invalid: {message}")]
+    Request {
+        /// What is wrong.
+        message: String,
+    },
     /// Retries were exhausted; `unsent` events (the first of their keys onwards) were not
     /// acknowledged.
     #[error(
@@ -144,8 +150,79 @@ impl ProduceError {
     pub fn label(&self) -> &'static str {
         match self {
             Self::TooLarge { .. } => "too_large",
+            Self::Request { .. } => "request",
             Self::GaveUp { .. } => "gave_up",
         }
+    }
+}
+
+/// Per-key queues of enveloped events; the pure core of [`Producer::send`].
+#[derive(Debug)]
+struct SendQueue {
+    queues: Vec<VecDeque<(Event, Bytes)>>,
+    cursor: usize,
+}
+
+impl SendQueue {
+    /// One queue per partition key, in order of first appearance.
+    fn new(events: Vec<Event>) -> Result<Self, ProduceError> {
+        let mut queues: Vec<VecDeque<(Event, Bytes)>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for event in events {
+            let data = encode_event(event.id, &event.payload);
+            let size = data.len() + event.partition_key.len();
+            if size > MAX_BYTES_PER_RECORD {
+                return Err(ProduceError::TooLarge { id: event.id, size });
+            }
+            let slot = *index.entry(event.partition_key.clone()).or_insert_with(|| {
+                queues.push(VecDeque::new());
+                queues.len() - 1
+            });
+            queues[slot].push_back((event, data));
+        }
+        Ok(Self { queues, cursor: 0 })
+    }
+
+    fn pending(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// The next request: the head event of distinct keys (never two of one key), starting after
+    /// the key where the previous request stopped, so no key starves.
+    fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Vec<usize> {
+        let n = self.queues.len();
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut last = None;
+        for step in 0..n {
+            let q = (self.cursor + step) % n;
+            let Some((event, data)) = self.queues[q].front() else {
+                continue;
+            };
+            let size = data.len() + event.partition_key.len();
+            if batch.len() == max_records || (!batch.is_empty() && bytes + size > max_bytes) {
+                break;
+            }
+            bytes += size;
+            batch.push(q);
+            last = Some(q);
+        }
+        if let Some(last) = last {
+            self.cursor = (last + 1) % n;
+        }
+        batch
+    }
+
+    fn head(&self, q: usize) -> Option<&(Event, Bytes)> {
+        self.queues.get(q).and_then(VecDeque::front)
+    }
+
+    /// The head of queue `q` was written.
+    fn acknowledge(&mut self, q: usize) -> Option<Event> {
+        self.queues
+            .get_mut(q)
+            .and_then(VecDeque::pop_front)
+            .map(|(e, _)| e)
     }
 }
 
@@ -218,58 +295,29 @@ impl Producer {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, events: Vec<Event>) -> Result<SendReport, ProduceError> {
-        // One queue per key, in order of first appearance.
-        let mut queues: Vec<VecDeque<(Event, Bytes)>> = Vec::new();
-        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for event in events {
-            let data = encode_event(event.id, &event.payload);
-            let size = data.len() + event.partition_key.len();
-            if size > MAX_BYTES_PER_RECORD {
-                return Err(ProduceError::TooLarge { id: event.id, size });
-            }
-            let slot = *index.entry(event.partition_key.clone()).or_insert_with(|| {
-                queues.push(VecDeque::new());
-                queues.len() - 1
-            });
-            queues[slot].push_back((event, data));
-        }
-
+        let mut queue = SendQueue::new(events)?;
         let mut report = SendReport::default();
         let mut stalled = 0u32;
         let mut last_error = String::new();
-        let mut cursor = 0usize;
         loop {
-            let pending: usize = queues.iter().map(VecDeque::len).sum();
-            if pending == 0 {
+            if queue.pending() == 0 {
                 return Ok(report);
             }
-            // Heads of distinct keys, round-robin from `cursor` so no key starves.
-            let mut batch: Vec<usize> = Vec::new();
-            let mut bytes = 0usize;
-            for step in 0..queues.len() {
-                let q = (cursor + step) % queues.len();
-                let Some((event, data)) = queues[q].front() else {
-                    continue;
-                };
-                let size = data.len() + event.partition_key.len();
-                if batch.len() == MAX_RECORDS_PER_CALL || bytes + size > MAX_BYTES_PER_CALL {
-                    break;
-                }
-                bytes += size;
-                batch.push(q);
-            }
-            cursor = (cursor + batch.len()) % queues.len();
-            let entries: Vec<PutRecordsRequestEntry> = batch
-                .iter()
-                .filter_map(|&q| queues[q].front())
-                .filter_map(|(event, data)| {
-                    PutRecordsRequestEntry::builder()
+            let batch = queue.next_batch(MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL);
+            // `batch[i]` and `entries[i]` must stay aligned: results come back by position.
+            let mut entries: Vec<PutRecordsRequestEntry> = Vec::with_capacity(batch.len());
+            for &q in &batch {
+                if let Some((event, data)) = queue.head(q) {
+                    let entry = PutRecordsRequestEntry::builder()
                         .partition_key(event.partition_key.clone())
                         .data(Blob::new(data.to_vec()))
                         .build()
-                        .ok()
-                })
-                .collect();
+                        .map_err(|e| ProduceError::Request {
+                            message: e.to_string(),
+                        })?;
+                    entries.push(entry);
+                }
+            }
             report.calls += 1;
             let progress = match self
                 .client
@@ -284,7 +332,7 @@ impl Producer {
                     for (&q, result) in batch.iter().zip(out.records()) {
                         match result.error_code() {
                             None => {
-                                queues[q].pop_front();
+                                queue.acknowledge(q);
                                 acked += 1;
                             }
                             Some(code) => {
@@ -318,7 +366,7 @@ impl Producer {
                 if stalled >= self.max_attempts {
                     return Err(ProduceError::GaveUp {
                         attempts: stalled,
-                        unsent: queues.iter().map(VecDeque::len).sum(),
+                        unsent: queue.pending(),
                         last_error,
                     });
                 }
@@ -335,8 +383,10 @@ impl Producer {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashSet;
 
     proptest! {
         #[test]
@@ -345,6 +395,63 @@ mod tests {
             let data = encode_event(id, &payload);
             prop_assert_eq!(event_id(&data), Some(id));
             prop_assert_eq!(event_payload(&data), &payload[..]);
+        }
+    }
+
+    proptest! {
+        /// Whatever records fail, each request holds at most one event per key, only failed
+        /// events are sent again, and every key's events are written in their original order.
+        #[test]
+        fn retries_only_failed_records_and_keeps_per_key_order(
+            per_key in proptest::collection::vec(0usize..15, 1..6),
+            failures in proptest::collection::vec(any::<bool>(), 0..300),
+            max_records in 1usize..8,
+        ) {
+            let mut events = Vec::new();
+            let mut round = 0;
+            // Interleave keys like a real producer would.
+            while events.len() < per_key.iter().sum::<usize>() {
+                for (k, n) in per_key.iter().enumerate() {
+                    if round < *n {
+                        events.push(Event::new(format!("k{k}"), format!("{round}")));
+                    }
+                }
+                round += 1;
+            }
+            let original = events.clone();
+            let mut queue = SendQueue::new(events).unwrap();
+            let mut failures = failures.into_iter();
+            let mut sends: HashMap<Uuid, usize> = HashMap::new();
+            let mut failed: HashMap<Uuid, usize> = HashMap::new();
+            let mut written: Vec<Event> = Vec::new();
+            let mut requests = 0;
+            while queue.pending() > 0 {
+                requests += 1;
+                prop_assert!(requests < 10_000, "no progress");
+                let batch = queue.next_batch(max_records, usize::MAX);
+                prop_assert!(!batch.is_empty());
+                let keys: HashSet<&str> =
+                    batch.iter().map(|&q| queue.head(q).unwrap().0.partition_key.as_str()).collect();
+                prop_assert_eq!(keys.len(), batch.len(), "two events of one key in a request");
+                for q in batch {
+                    let id = queue.head(q).unwrap().0.id;
+                    *sends.entry(id).or_default() += 1;
+                    if failures.next().unwrap_or(false) {
+                        *failed.entry(id).or_default() += 1;
+                    } else {
+                        written.push(queue.acknowledge(q).unwrap());
+                    }
+                }
+            }
+            prop_assert_eq!(written.len(), original.len());
+            for key in original.iter().map(|e| &e.partition_key).collect::<HashSet<_>>() {
+                let want: Vec<Uuid> = original.iter().filter(|e| &e.partition_key == key).map(|e| e.id).collect();
+                let got: Vec<Uuid> = written.iter().filter(|e| &e.partition_key == key).map(|e| e.id).collect();
+                prop_assert_eq!(want, got, "order of {} changed", key);
+            }
+            for e in &original {
+                prop_assert_eq!(sends[&e.id], 1 + failed.get(&e.id).copied().unwrap_or(0));
+            }
         }
     }
 
