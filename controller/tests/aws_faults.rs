@@ -441,3 +441,51 @@ async fn cloudwatch_throttling_is_retried_and_result_pages_are_followed() {
         requests[2].body
     );
 }
+
+#[tokio::test]
+async fn sampling_retries_throttled_reads_and_stops_at_the_tip() {
+    let throttled = Reply(
+        400,
+        r#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard"}"#,
+    );
+    let fake = FakeAws::start(vec![
+        Reply(200, r#"{"ShardIterator":"it-1"}"#),
+        throttled,
+        Reply(
+            200,
+            r#"{"Records":[{"SequenceNumber":"1","Data":"eHh4","PartitionKey":"org-1",
+                "ApproximateArrivalTimestamp":1.7E9}],"NextShardIterator":"it-2","MillisBehindLatest":5000}"#,
+        ),
+        Reply(
+            200,
+            r#"{"Records":[],"NextShardIterator":"it-3","MillisBehindLatest":0}"#,
+        ),
+    ]);
+    let (aws, telemetry) = backend(&fake, 6);
+    let since = Utc.with_ymd_and_hms(2026, 11, 27, 8, 55, 0).unwrap();
+    let sample = aws
+        .kinesis
+        .sample_records("orders", "shardId-000000000000", since, 100)
+        .await
+        .unwrap();
+    // "eHh4" is "xxx": 3 bytes of data plus 5 of key.
+    assert_eq!(sample, [("org-1".to_string(), 8)]);
+    assert_eq!(calls(&telemetry, "GetRecords", "throttled"), 1);
+    assert_eq!(calls(&telemetry, "GetRecords", "ok"), 2);
+    let requests = fake.requests();
+    assert!(
+        requests[0]
+            .body
+            .contains(r#""ShardIteratorType":"AT_TIMESTAMP""#)
+    );
+    assert!(
+        requests[3].body.contains(r#""ShardIterator":"it-2""#),
+        "{}",
+        requests[3].body
+    );
+    assert!(
+        requests[3].body.contains(r#""Limit":99"#),
+        "{}",
+        requests[3].body
+    );
+}

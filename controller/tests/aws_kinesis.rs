@@ -297,3 +297,60 @@ async fn enhanced_monitoring_is_enabled_for_the_shard_metrics() {
     );
     delete_stream(&config, &stream).await;
 }
+
+#[tokio::test]
+async fn records_are_sampled_from_a_timestamp_with_their_key_and_size() {
+    let config = sdk_config().await;
+    let (aws, telemetry) = backend(&config, AwsOptions::default());
+    let stream = create_stream(&config, &aws.kinesis, 1).await;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let entries: Vec<_> = (0..30)
+        .map(|i| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(format!("org-{}", i % 3))
+                .data(aws_smithy_types::Blob::new(vec![b'x'; 100 + i]))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let put = aws_sdk_kinesis::Client::new(&config)
+        .put_records()
+        .stream_name(&stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.failed_record_count(), Some(0));
+    let shard = aws.kinesis.list_shards(&stream).await.unwrap()[0]
+        .shard_id
+        .clone();
+
+    let sample = aws
+        .kinesis
+        .sample_records(&stream, &shard, since, 1_000)
+        .await
+        .unwrap();
+    let expected: Vec<(String, u64)> = (0..30)
+        .map(|i| (format!("org-{}", i % 3), (100 + i + 5) as u64))
+        .collect();
+    assert_eq!(sample, expected);
+
+    let first = aws
+        .kinesis
+        .sample_records(&stream, &shard, since, 10)
+        .await
+        .unwrap();
+    assert_eq!(first, expected[..10]);
+    assert_eq!(
+        aws.kinesis
+            .sample_records(&stream, &shard, since, 0)
+            .await
+            .unwrap(),
+        []
+    );
+    println!(
+        "GetRecords calls for two samples: {}",
+        calls(&telemetry, "GetRecords", "ok")
+    );
+    delete_stream(&config, &stream).await;
+}

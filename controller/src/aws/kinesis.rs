@@ -1,5 +1,6 @@
 //! [`Kinesis`] over the AWS SDK: `DescribeStreamSummary`, paginated `ListShards`, `SplitShard`,
-//! `MergeShards` and `EnableEnhancedMonitoring`. Never `DescribeStream`.
+//! `MergeShards`, `EnableEnhancedMonitoring`, and record sampling for traffic-weighted split
+//! points (`GetShardIterator` + `GetRecords`). Never `DescribeStream`.
 
 use super::retry::{Idempotency, Retrier};
 use super::{ErrorClass, classify_sdk, malformed};
@@ -9,6 +10,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::types as sdk;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
 use shardctl_policies::{HashKey, HashRange, Shard, ShardMetrics, ShardState, StreamStatus};
 use std::time::Duration;
 
@@ -17,6 +19,14 @@ const LIST_SHARDS: &str = "ListShards";
 const SPLIT_SHARD: &str = "SplitShard";
 const MERGE_SHARDS: &str = "MergeShards";
 const ENABLE_ENHANCED_MONITORING: &str = "EnableEnhancedMonitoring";
+const GET_SHARD_ITERATOR: &str = "GetShardIterator";
+const GET_RECORDS: &str = "GetRecords";
+
+/// The most `GetRecords` calls one sample makes. Reads are shared with the stream's consumers
+/// (5 calls/s and 2 MiB/s per shard), so a sample takes a few calls at most.
+const MAX_SAMPLE_CALLS: usize = 3;
+/// The most records one `GetRecords` call may return.
+const MAX_RECORDS_PER_CALL: usize = 10_000;
 
 /// The Kinesis control plane through the AWS SDK.
 #[derive(Debug, Clone)]
@@ -174,6 +184,84 @@ impl Kinesis for AwsKinesis {
             "shard-level metrics enabled"
         );
         Ok(())
+    }
+
+    /// Reads the shard from `since` (`AT_TIMESTAMP`) with at most [`MAX_SAMPLE_CALLS`]
+    /// `GetRecords` calls. The sample is the first `limit` records written after `since`; it
+    /// stops early at the tip of the shard or at its end.
+    async fn sample_records(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let at = aws_smithy_types::DateTime::from_millis(since.timestamp_millis());
+        let output = self
+            .retrier
+            .call(GET_SHARD_ITERATOR, Idempotency::Idempotent, || async {
+                self.client
+                    .get_shard_iterator()
+                    .stream_name(stream)
+                    .shard_id(shard_id)
+                    .shard_iterator_type(sdk::ShardIteratorType::AtTimestamp)
+                    .timestamp(at)
+                    .send()
+                    .await
+                    .map_err(|e| classify(GET_SHARD_ITERATOR, e))
+            })
+            .await?;
+        let mut iterator = output.shard_iterator().map(str::to_string);
+        let mut sample = Vec::new();
+        for _ in 0..MAX_SAMPLE_CALLS {
+            let Some(current) = iterator.take() else {
+                break;
+            };
+            let page = self.get_records(&current, limit - sample.len()).await?;
+            for record in page.records() {
+                let key = &record.partition_key;
+                let size = record.data.as_ref().len() + key.len();
+                sample.push((key.clone(), u64::try_from(size).unwrap_or(u64::MAX)));
+            }
+            let at_tip = page.millis_behind_latest() == Some(0);
+            if sample.len() >= limit || at_tip {
+                break;
+            }
+            iterator = page.next_shard_iterator().map(str::to_string);
+        }
+        sample.truncate(limit);
+        tracing::debug!(
+            stream,
+            shard = shard_id,
+            records = sample.len(),
+            "sampled records"
+        );
+        Ok(sample)
+    }
+}
+
+impl AwsKinesis {
+    /// One `GetRecords` call through the retry layer.
+    async fn get_records(
+        &self,
+        iterator: &str,
+        limit: usize,
+    ) -> Result<aws_sdk_kinesis::operation::get_records::GetRecordsOutput, BackendError> {
+        let limit = i32::try_from(limit.min(MAX_RECORDS_PER_CALL)).unwrap_or(1);
+        self.retrier
+            .call(GET_RECORDS, Idempotency::Idempotent, || async {
+                self.client
+                    .get_records()
+                    .shard_iterator(iterator)
+                    .limit(limit)
+                    .send()
+                    .await
+                    .map_err(|e| classify(GET_RECORDS, e))
+            })
+            .await
     }
 }
 
