@@ -489,3 +489,27 @@ async fn sampling_retries_throttled_reads_and_stops_at_the_tip() {
         requests[3].body
     );
 }
+
+#[tokio::test]
+async fn missing_configuration_fails_at_once_with_what_is_missing() {
+    let fake = FakeAws::start(vec![]);
+    let no_credentials = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&fake.url)
+        .build();
+    let no_region = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::for_tests()))
+        .build();
+    for (config, missing) in [(no_credentials, "identity"), (no_region, "Missing Region")] {
+        let telemetry = Telemetry::new();
+        let aws = AwsBackend::from_config(&config, AwsOptions::default(), telemetry.clone());
+        let error = aws.kinesis.describe_stream("orders").await.unwrap_err();
+        assert!(matches!(error, BackendError::Other { .. }), "{error:?}");
+        assert!(!error.is_retriable());
+        assert!(error.to_string().contains(missing), "{error}");
+        assert_eq!(calls(&telemetry, "DescribeStreamSummary", "other"), 1);
+    }
+    assert!(fake.requests().is_empty());
+}

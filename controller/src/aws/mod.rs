@@ -223,8 +223,9 @@ impl ErrorClass {
 }
 
 /// Classifies any SDK error. Service errors are classified by `typed` (the adapter's match on
-/// its service's error types), then by [`ErrorClass::from_code`]; timeouts, connection failures
-/// and unparseable responses are transient; a request that could not be built is invalid.
+/// its service's error types), then by [`ErrorClass::from_code`]; timeouts, I/O failures and
+/// unparseable responses are transient; a request that could not be built is invalid; a request
+/// not sent for want of configuration (region, credentials, endpoint) is not retried.
 ///
 /// Every AWS SDK crate re-exports the same `aws-smithy-runtime-api` `SdkError`, so this one
 /// function serves Kinesis, CloudWatch and DynamoDB.
@@ -250,20 +251,21 @@ where
                 .unwrap_or_else(|| ErrorClass::from_code(code.as_deref(), Some(status)));
             class.error(api, message)
         }
-        error @ (SdkError::TimeoutError(_)
-        | SdkError::DispatchFailure(_)
-        | SdkError::ResponseError(_)) => BackendError::Transient {
-            api,
-            message: describe(&error),
-        },
-        error @ SdkError::ConstructionFailure(_) => BackendError::Invalid {
-            api,
-            message: describe(&error),
-        },
-        error => BackendError::Other {
-            api,
-            message: describe(&error),
-        },
+        error => {
+            let class = match &error {
+                SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Transient,
+                SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
+                    ErrorClass::Transient
+                }
+                SdkError::DispatchFailure(failure) if failure.is_user() => ErrorClass::Invalid,
+                // Not sent for want of a region, credentials or an endpoint: retrying the same
+                // configuration cannot help, and the message says what is missing.
+                SdkError::DispatchFailure(_) => ErrorClass::Other,
+                SdkError::ConstructionFailure(_) => ErrorClass::Invalid,
+                _ => ErrorClass::Other,
+            };
+            class.error(api, describe(&error))
+        }
     }
 }
 
