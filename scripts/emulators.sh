@@ -21,10 +21,36 @@ KINESIS_TLS_PORT="$((KINESIS_PORT + 1))"
 MOTO_PORT="${SHARDCTL_MOTO_PORT:-5000}"
 START_DEADLINE_SECS=60
 
+# Pid and log files carry the port, so instances on other ports (SHARDCTL_*_PORT) coexist.
+KINESIS_NAME="kinesis-$KINESIS_PORT"
+MOTO_NAME="moto-$MOTO_PORT"
+
 KINESIS_PKG="$EMU/node/node_modules/kinesis-local"
 MOTO_BIN="$EMU/venv/bin/moto_server"
 
 log() { echo "emulators: $*" >&2; }
+
+# moto_server answers each request on its own thread and its DynamoDB backend takes no lock, so
+# two concurrent conditional writes on one item can both pass their condition (measured: 2 rounds
+# in 40 with 12 parallel UpdateItem calls). DynamoDB guarantees that conditional writes are atomic
+# and the lease tests depend on it, so moto_server is started through this wrapper, which runs one
+# request at a time (connections stay concurrent). Arguments are moto_server's.
+MOTO_SERIALIZED='
+import sys, threading
+from moto import server
+from moto.moto_server import werkzeug_app
+
+_lock = threading.Lock()
+_dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+
+def _one_at_a_time(self, environ, start_response):
+    with _lock:
+        return _dispatch(self, environ, start_response)
+
+werkzeug_app.DomainDispatcherApplication.__call__ = _one_at_a_time
+server.main(sys.argv[1:])
+'
+
 
 install_kinesis() {
     local installed=""
@@ -81,12 +107,12 @@ wait_for() {
     until port_answers "$port"; do
         if ! is_running "$name"; then
             log "$name exited before answering on port $port; last lines of $EMU/$name.log:"
-            tail -n 30 "$EMU/$name.log" >&2 || true
+            tail -n 30 "$EMU/$name.log" | cut -c1-300 >&2 || true
             exit 1
         fi
         if ((SECONDS >= deadline)); then
             log "$name did not answer on 127.0.0.1:$port within ${START_DEADLINE_SECS}s; last lines of $EMU/$name.log:"
-            tail -n 30 "$EMU/$name.log" >&2 || true
+            tail -n 30 "$EMU/$name.log" | cut -c1-300 >&2 || true
             exit 1
         fi
         sleep 0.2
@@ -95,8 +121,8 @@ wait_for() {
 }
 
 start_kinesis() {
-    if is_running kinesis; then
-        log "kinesis-local already running (pid $(cat "$EMU/kinesis.pid"))"
+    if is_running "$KINESIS_NAME"; then
+        log "kinesis-local already running on port $KINESIS_PORT (pid $(cat "$EMU/$KINESIS_NAME.pid"))"
         return
     fi
     if port_answers "$KINESIS_PORT"; then
@@ -111,14 +137,14 @@ start_kinesis() {
             SHARD_LIMIT="${SHARD_LIMIT:-1000}" \
             SPLIT_SHARD_DURATION="${SPLIT_SHARD_DURATION:-500ms}" \
             MERGE_SHARDS_DURATION="${MERGE_SHARDS_DURATION:-500ms}" \
-            nohup node "$KINESIS_PKG/main.js" >"$EMU/kinesis.log" 2>&1 </dev/null &
-        echo $! >"$EMU/kinesis.pid"
+            nohup node "$KINESIS_PKG/main.js" >"$EMU/$KINESIS_NAME.log" 2>&1 </dev/null &
+        echo $! >"$EMU/$KINESIS_NAME.pid"
     )
 }
 
 start_moto() {
-    if is_running moto; then
-        log "moto already running (pid $(cat "$EMU/moto.pid"))"
+    if is_running "$MOTO_NAME"; then
+        log "moto already running on port $MOTO_PORT (pid $(cat "$EMU/$MOTO_NAME.pid"))"
         return
     fi
     if port_answers "$MOTO_PORT"; then
@@ -127,8 +153,9 @@ start_moto() {
     fi
     (
         cd "$EMU"
-        nohup "$MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT" >"$EMU/moto.log" 2>&1 </dev/null &
-        echo $! >"$EMU/moto.pid"
+        nohup "$EMU/venv/bin/python" -c "$MOTO_SERIALIZED" -H 127.0.0.1 -p "$MOTO_PORT" \
+            >"$EMU/$MOTO_NAME.log" 2>&1 </dev/null &
+        echo $! >"$EMU/$MOTO_NAME.pid"
     )
 }
 
@@ -136,8 +163,8 @@ cmd_start() {
     cmd_install
     start_kinesis
     start_moto
-    wait_for kinesis "$KINESIS_PORT"
-    wait_for moto "$MOTO_PORT"
+    wait_for "$KINESIS_NAME" "$KINESIS_PORT"
+    wait_for "$MOTO_NAME" "$MOTO_PORT"
 }
 
 stop_one() {
@@ -157,8 +184,8 @@ stop_one() {
 }
 
 cmd_stop() {
-    stop_one kinesis
-    stop_one moto
+    stop_one "$KINESIS_NAME"
+    stop_one "$MOTO_NAME"
 }
 
 cmd_env() {

@@ -181,6 +181,14 @@ pub struct Fetched {
     pub child_shards: Vec<ChildShardInfo>,
 }
 
+/// The read loop is the one retry layer for reads: it backs off on throttling and renews the
+/// iterator itself, so the SDK must not retry `GetRecords` / `GetShardIterator` underneath it
+/// (each SDK retry would spend one of the shard's 5 calls per second).
+fn no_sdk_retries() -> aws_sdk_kinesis::config::Builder {
+    aws_sdk_kinesis::config::Builder::default()
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+}
+
 /// Gets a shard iterator.
 pub(crate) async fn shard_iterator(
     client: &Client,
@@ -199,7 +207,12 @@ pub(crate) async fn shard_iterator(
             .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
             .starting_sequence_number(seq),
     };
-    match req.send().await {
+    match req
+        .customize()
+        .config_override(no_sdk_retries())
+        .send()
+        .await
+    {
         Ok(out) => out.shard_iterator.ok_or_else(|| ReadError::Kinesis {
             operation: "GetShardIterator",
             shard: shard.to_owned(),
@@ -232,6 +245,8 @@ pub(crate) async fn get_records(
         .get_records()
         .shard_iterator(iterator)
         .limit(limit)
+        .customize()
+        .config_override(no_sdk_retries())
         .send()
         .await
     {

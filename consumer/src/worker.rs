@@ -852,7 +852,11 @@ impl<F: ProcessorFactory> Inner<F> {
                     match reader::shard_iterator(&self.kinesis, &config.stream_name, key, &position)
                         .await
                     {
-                        Ok(it) => it,
+                        Ok(it) => {
+                            debug!(worker = %self.me(), shard = %key, from = ?position, "got shard iterator");
+                            iterator = Some(it.clone());
+                            it
+                        }
                         Err(e) => {
                             attempt += 1;
                             warn!(worker = %self.me(), shard = %key, error = %e, attempt, "getting shard iterator failed");

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod faults;
 mod lifecycle;
 mod race;
 mod reshard;
