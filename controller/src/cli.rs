@@ -159,9 +159,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
 }
 
-fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "shardctl".to_string());
-    format!("{host}-{}", std::process::id())
+/// `--identity` (the pod name) plus a per-process suffix: a restarted container never inherits
+/// the lease (and fencing token) of the process it replaces.
+fn process_identity(given: Option<String>) -> String {
+    let base = given
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "shardctl".to_string());
+    format!("{base}/{}", std::process::id())
 }
 
 /// Runs a parsed command line.
@@ -206,7 +210,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 once,
                 state_table: state.state_table,
                 listen: (!once).then_some(listen),
-                identity: identity.unwrap_or_else(default_identity),
+                identity: process_identity(identity),
                 leader_lease,
                 reload_every: std::time::Duration::from_secs(10),
             };

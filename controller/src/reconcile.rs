@@ -656,9 +656,10 @@ where
 }
 
 /// At most this many shards are sampled per cycle.
-const MAX_SAMPLED_SHARDS: usize = 8;
-/// Records read per sampled shard.
-const SAMPLE_RECORDS: usize = 2_000;
+const MAX_SAMPLED_SHARDS: usize = 4;
+/// Records read per sampled shard: enough to find the heavy keys, small enough not to starve the
+/// shard's consumers of their 2 MiB/s read budget for long.
+const SAMPLE_RECORDS: usize = 1_000;
 
 /// Whether the shard is hotter on bytes than on records (then samples are weighed by size).
 fn bytes_dominate(decision: &Decision, shard_id: &str) -> bool {

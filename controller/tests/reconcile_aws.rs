@@ -376,3 +376,62 @@ async fn a_deposed_leader_cannot_act() {
         "nothing was split"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_shard_is_split_where_its_sampled_traffic_halves() {
+    use shardctl_policies::key_sample::hash_key_of;
+    use shardctl_policies::plan::SplitPointUsed;
+    let c = clients().await;
+    let stream = unique("weighted");
+    create_stream(&c, &stream, 1).await;
+    let (svc, _) = services(&unique("state")).await;
+    let shard = open_shards(&svc, &stream).await.remove(0);
+    // One organisation writes 60 % of the records, 400 others the rest.
+    let mut entries = Vec::new();
+    for i in 0..1000 {
+        let key = if i % 5 < 3 {
+            "org-acme".to_string()
+        } else {
+            format!("org-{i}")
+        };
+        entries.push(
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(aws_smithy_types::Blob::new(vec![b'x'; 100]))
+                .build()
+                .unwrap(),
+        );
+    }
+    for chunk in entries.chunks(500) {
+        let out = c
+            .kinesis
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+    put_utilization(&c, &stream, &shard.shard_id, 95.0, 30.0, 10, &[]).await;
+    let report = svc
+        .cycle(&test_policy(&stream), &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    let Some(PlannedOperation::Split {
+        new_starting_hash_key,
+        split_point,
+        lower_child_share,
+        ..
+    }) = report.decision.operations.first()
+    else {
+        panic!("a split: {:#?}", report.decision)
+    };
+    assert_eq!(*split_point, SplitPointUsed::TrafficWeighted);
+    let acme = hash_key_of("org-acme");
+    assert!(
+        *new_starting_hash_key == acme || *new_starting_hash_key == acme + 1,
+        "the split lands at the heavy key, not at {new_starting_hash_key}"
+    );
+    println!("split at org-acme's hash key; expected lower child share {lower_child_share:.2}");
+}

@@ -323,7 +323,8 @@ fn description_from_sdk(s: &sdk::StreamDescriptionSummary) -> Result<StreamDescr
         Some(sdk::StreamMode::Provisioned) => StreamMode::Provisioned,
         Some(sdk::StreamMode::OnDemand) => StreamMode::OnDemand,
         Some(other) => return Err(format!("unknown StreamMode {:?}", other.as_str())),
-        None => return Err("no StreamModeDetails".into()),
+        // Streams created before capacity modes existed report none: they are provisioned.
+        None => StreamMode::Provisioned,
     };
     let open_shard_count = u32::try_from(s.open_shard_count)
         .map_err(|_| format!("negative OpenShardCount {}", s.open_shard_count))?;
