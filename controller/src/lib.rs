@@ -14,4 +14,5 @@ pub mod live;
 pub mod policy_source;
 pub mod reconcile;
 pub mod render;
+pub mod sim;
 pub mod telemetry;

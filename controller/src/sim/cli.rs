@@ -1,0 +1,271 @@
+//! `shardctl simulate`: runs a policy and the baselines on identical simulated traffic and prints
+//! the comparison.
+
+use super::run::{
+    OnDemandConfig, Outcome, Prices, SimConfig, Strategy, Summary, UniformConfig, compare,
+};
+use super::svg;
+use super::traffic::{SCENARIOS, Scenario, read_trace, scenario};
+use crate::files::read_policy;
+use anyhow::{Context, Result, bail};
+use clap::{ArgGroup, ValueEnum};
+use comfy_table::{Cell, CellAlignment, Table};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimOutput {
+    /// A table for people.
+    Table,
+    /// JSON for machines.
+    Json,
+    /// CSV, one row per strategy.
+    Csv,
+}
+
+/// Arguments of `shardctl simulate`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(ArgGroup::new("traffic").required(true).args(["scenario", "trace"])))]
+pub struct SimulateArgs {
+    /// The policy file; the simulated stream is its first stream (or `--stream`).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The policy's stream to simulate (default: the first).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// A built-in scenario: hot-org-surge, diurnal, flash-crowd, night-merge, single-hot-key.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Recorded traffic (CSV of per-minute rates per hash bucket or hash key; see the docs of
+    /// `shardctl::sim::traffic`).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Shards at the start for `--trace` (scenarios bring their own).
+    #[arg(long, default_value_t = 16)]
+    pub shards: usize,
+    /// Simulated time, e.g. `24h`, `90m` (default: the scenario's, 24h).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of all randomness: the same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SimOutput::Table)]
+    pub output: SimOutput,
+    /// Write an SVG of per-shard load over time with the operations marked.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Strategies to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub strategies: Vec<Strategy>,
+}
+
+/// Parses `30s`, `90m`, `24h`, `2d` (one number, one unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` needs a unit: s, m, h or d (e.g. 24h)"))?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}` must start with a whole number, e.g. 24h"))?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" | "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use s, m, h or d"
+            ));
+        }
+    };
+    if !(60..=31 * 86_400).contains(&secs) {
+        return Err(format!("`{text}`: simulate between 1m and 31d"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// The JSON document of `--output json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    scenario: &'a str,
+    description: &'a str,
+    stream: &'a str,
+    initial_shards: usize,
+    minutes: u64,
+    seed: u64,
+    prices: Prices,
+    uniform: UniformConfig,
+    on_demand: OnDemandConfig,
+    results: Vec<&'a Summary>,
+}
+
+/// Builds the configuration of a run from the arguments.
+pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig> {
+    let file = read_policy(&args.policy)?;
+    let policy = match &args.stream {
+        Some(name) => file
+            .stream(name)
+            .cloned()
+            .with_context(|| format!("{} has no stream named {name}", args.policy.display()))?,
+        None => file
+            .spec
+            .streams
+            .first()
+            .cloned()
+            .with_context(|| format!("{} names no stream", args.policy.display()))?,
+    };
+    let scenario: Scenario = match (&args.scenario, &args.trace) {
+        (Some(name), _) => scenario(name, args.seed)?,
+        (None, Some(path)) => {
+            if args.shards == 0 || args.shards > 10_000 {
+                bail!("--shards must be between 1 and 10000");
+            }
+            read_trace(path, args.shards)?
+        }
+        (None, None) => bail!(
+            "give --scenario NAME ({}) or --trace FILE",
+            SCENARIOS.join(", ")
+        ),
+    };
+    let minutes = args.duration.map_or(scenario.minutes, |d| d.as_secs() / 60);
+    Ok(SimConfig {
+        uniform: UniformConfig::for_policy(&policy),
+        on_demand: OnDemandConfig::default(),
+        prices: Prices::default(),
+        evaluation_interval: file.spec.evaluation_interval.0,
+        minutes,
+        seed: args.seed,
+        scenario,
+        policy,
+    })
+}
+
+/// Runs `shardctl simulate`.
+pub fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
+    let cfg = sim_config(&args)?;
+    let strategies = if args.strategies.is_empty() {
+        Strategy::ALL.to_vec()
+    } else {
+        args.strategies.clone()
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |s: Strategy, done: u64, of: u64| {
+        if tty {
+            eprint!("\rsimulating {:<10} {:>5}/{} minutes", s.name(), done, of);
+            if done >= of {
+                eprintln!();
+            }
+        }
+    };
+    let outcomes = compare(&cfg, &strategies, &mut progress)?;
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg::render(&cfg.scenario, cfg.minutes, &outcomes))
+            .with_context(|| format!("cannot write plot {}", path.display()))?;
+    }
+    print!("{}", render(&cfg, &outcomes, args.output)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders the comparison in the given format.
+pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Result<String> {
+    let summaries: Vec<&Summary> = outcomes.iter().map(|o| &o.summary).collect();
+    Ok(match output {
+        SimOutput::Json => {
+            let report = Report {
+                scenario: &cfg.scenario.name,
+                description: &cfg.scenario.description,
+                stream: &cfg.policy.name,
+                initial_shards: cfg.scenario.initial_shards,
+                minutes: cfg.minutes,
+                seed: cfg.seed,
+                prices: cfg.prices,
+                uniform: cfg.uniform,
+                on_demand: cfg.on_demand,
+                results: summaries,
+            };
+            serde_json::to_string_pretty(&report)? + "\n"
+        }
+        SimOutput::Csv => {
+            let mut out = String::from(
+                "strategy,offered_records,accepted_records,throttled_records,throttled_percent,shard_hours,cost_usd,operations,relief_minutes,peak_utilisation_percent,final_shards,max_shards\n",
+            );
+            for s in summaries {
+                let relief = match s.relief {
+                    super::run::Relief::After(m) => m.to_string(),
+                    super::run::Relief::Never => "never".to_string(),
+                    super::run::Relief::NoSurge => String::new(),
+                };
+                out += &format!(
+                    "{},{},{},{},{:.4},{},{:.4},{},{},{:.1},{},{}\n",
+                    s.strategy.name(),
+                    s.offered_records,
+                    s.accepted_records,
+                    s.throttled_records,
+                    s.throttled_percent,
+                    s.shard_hours.map_or(String::new(), |h| format!("{h:.2}")),
+                    s.cost_usd,
+                    s.operations,
+                    relief,
+                    s.peak_utilisation_percent,
+                    s.final_shards.map_or(String::new(), |n| n.to_string()),
+                    s.max_shards.map_or(String::new(), |n| n.to_string()),
+                );
+            }
+            out
+        }
+        SimOutput::Table => {
+            let mut t = Table::new();
+            t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+            t.set_header([
+                "STRATEGY",
+                "THROTTLED",
+                "THROTTLED %",
+                "SHARD-HOURS",
+                "COST $",
+                "OPS",
+                "RELIEF",
+                "PEAK UTIL",
+                "SHARDS start→end (max)",
+            ]);
+            for s in &summaries {
+                t.add_row(vec![
+                    Cell::new(s.strategy.name()),
+                    Cell::new(s.throttled_records).set_alignment(CellAlignment::Right),
+                    Cell::new(format!("{:.3}%", s.throttled_percent))
+                        .set_alignment(CellAlignment::Right),
+                    Cell::new(s.shard_hours.map_or("-".to_string(), |h| format!("{h:.1}")))
+                        .set_alignment(CellAlignment::Right),
+                    Cell::new(format!("{:.2}", s.cost_usd)).set_alignment(CellAlignment::Right),
+                    Cell::new(s.operations).set_alignment(CellAlignment::Right),
+                    Cell::new(s.relief.to_string()).set_alignment(CellAlignment::Right),
+                    Cell::new(format!("{:.0}%", s.peak_utilisation_percent))
+                        .set_alignment(CellAlignment::Right),
+                    Cell::new(match (s.final_shards, s.max_shards) {
+                        (Some(f), Some(m)) => {
+                            format!("{}→{} ({m})", cfg.scenario.initial_shards, f)
+                        }
+                        _ => "-".to_string(),
+                    }),
+                ]);
+            }
+            let offered = summaries.first().map_or(0, |s| s.offered_records);
+            format!(
+                "scenario {} ({}), stream {}, {} simulated minutes, seed {}: {} records offered\n{t}\n",
+                cfg.scenario.name,
+                cfg.scenario.description,
+                cfg.policy.name,
+                cfg.minutes,
+                cfg.seed,
+                offered
+            )
+        }
+    })
+}
