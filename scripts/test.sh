@@ -11,4 +11,6 @@ scripts/emulators.sh start
 trap 'scripts/emulators.sh stop' EXIT
 eval "$(scripts/emulators.sh env)"
 
-cargo test --workspace --locked "$@"
+# Release profile (with overflow checks, see Cargo.toml): the same artifacts as the release
+# binary, and the simulations and property tests run several times faster.
+cargo test --workspace --locked --release "$@"
