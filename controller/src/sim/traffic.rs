@@ -35,7 +35,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardctl_policies::HashKey;
+use shardctl_policies::key_sample::hash_key_of;
+use shardctl_policies::{HashKey, HashRange};
 use std::path::Path;
 
 /// Equal slices of the hash key space that carry the traffic of light keys.
@@ -90,6 +91,17 @@ pub struct HeavyKey {
     pub weight: f64,
     /// Average record size in bytes.
     pub record_bytes: f64,
+}
+
+/// One of the many light partition keys of a synthetic model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LightKey {
+    /// The partition key.
+    pub name: String,
+    /// Its hash key (MD5 of the name).
+    pub hash_key: HashKey,
+    /// Its share of the base traffic.
+    pub weight: f64,
 }
 
 /// A change to the base traffic during part of the run.
@@ -179,6 +191,8 @@ pub struct Synthetic {
     pub record_bytes: f64,
     /// Bucket weights (sum 1 together with heavy key weights).
     pub bucket_weight: Vec<f64>,
+    /// The light keys behind the buckets, by hash key (for record samples).
+    pub light: Vec<LightKey>,
     /// Heavy keys.
     pub heavy: Vec<HeavyKey>,
     /// The daily cycle, if any.
@@ -196,24 +210,34 @@ impl Synthetic {
         let total: f64 = weights.iter().sum();
         let mut bucket_weight = vec![0.0; BUCKETS];
         let mut heavy_keys = Vec::new();
+        let mut light = Vec::with_capacity(orgs.saturating_sub(heavy));
         for (rank, w) in weights.iter().enumerate() {
-            let key: HashKey = rng.random();
+            // The partition key; Kinesis places it at the MD5 of the key.
+            let name = format!("org-{:08x}", rng.random::<u32>());
+            let key = hash_key_of(&name);
             let w = w / total;
             if rank < heavy {
                 heavy_keys.push(HeavyKey {
-                    name: format!("org-{:05}", rank + 1),
+                    name,
                     hash_key: key,
                     weight: w,
                     record_bytes,
                 });
             } else {
                 bucket_weight[bucket_of(key)] += w;
+                light.push(LightKey {
+                    name,
+                    hash_key: key,
+                    weight: w,
+                });
             }
         }
+        light.sort_by_key(|k| k.hash_key);
         Synthetic {
             records_per_second: 0.0,
             record_bytes,
             bucket_weight,
+            light,
             heavy: heavy_keys,
             diurnal: None,
             events: Vec::new(),
@@ -311,6 +335,64 @@ impl TrafficModel {
                 }
             }
         }
+    }
+}
+
+impl TrafficModel {
+    /// `limit` records drawn from the traffic of `range` at the given minute `rates`, as
+    /// (partition key, size in bytes including the key). Traces name hash keys, not partition
+    /// keys, so they cannot be sampled (empty: the split falls back to the midpoint).
+    pub fn sample(
+        &self,
+        range: HashRange,
+        rates: &MinuteRates,
+        limit: usize,
+        rng: &mut StdRng,
+    ) -> Vec<(String, u64)> {
+        let TrafficModel::Synthetic(s) = self else {
+            return Vec::new();
+        };
+        let light_weight: f64 = s.bucket_weight.iter().sum();
+        let light_now: f64 = rates.bucket_records.iter().sum();
+        let scale = if light_weight > 0.0 {
+            light_now / light_weight
+        } else {
+            0.0
+        };
+        let lo = s
+            .light
+            .partition_point(|k| k.hash_key < range.starting_hash_key);
+        let hi = s
+            .light
+            .partition_point(|k| k.hash_key <= range.ending_hash_key);
+        let mut keys: Vec<(&str, f64)> = s.light[lo..hi.max(lo)]
+            .iter()
+            .map(|k| (k.name.as_str(), s.record_bytes))
+            .collect();
+        let mut cumulative: Vec<f64> = Vec::with_capacity(keys.len() + s.heavy.len());
+        let mut total = 0.0;
+        for k in &s.light[lo..hi.max(lo)] {
+            total += k.weight * scale;
+            cumulative.push(total);
+        }
+        for (i, k) in s.heavy.iter().enumerate() {
+            if range.contains(k.hash_key) {
+                total += rates.heavy_records.get(i).copied().unwrap_or(0.0);
+                cumulative.push(total);
+                keys.push((k.name.as_str(), k.record_bytes));
+            }
+        }
+        if total.is_nan() || total <= 0.0 || keys.is_empty() {
+            return Vec::new();
+        }
+        (0..limit)
+            .map(|_| {
+                let x = rng.random::<f64>() * total;
+                let i = cumulative.partition_point(|&c| c <= x).min(keys.len() - 1);
+                let (name, size) = keys[i];
+                (name.to_string(), (size + name.len() as f64) as u64)
+            })
+            .collect()
     }
 }
 

@@ -198,6 +198,7 @@ pub struct World {
     traffic: TrafficModel,
     heavy_keys: Vec<HashKey>,
     rng: StdRng,
+    sample_rng: StdRng,
     now: u64,
     shards: Vec<SimShard>,
     open: Vec<usize>,
@@ -227,6 +228,7 @@ impl World {
             traffic: scenario.traffic.clone(),
             heavy_keys,
             rng: StdRng::seed_from_u64(seed),
+            sample_rng: StdRng::seed_from_u64(seed ^ 0x7361_6d70_6c65),
             now: 0,
             shards: Vec::new(),
             open: Vec::new(),
@@ -615,6 +617,20 @@ impl World {
         Ok(())
     }
 
+    /// A sample of up to `limit` records written to open shard `id` now, as (partition key,
+    /// size): what a consumer reading the shard's latest records would see.
+    pub fn sample(&mut self, id: &str, limit: usize) -> Result<Vec<(String, u64)>, BackendError> {
+        let n = self.open_by_id("GetRecords", id)?;
+        let minute = self.now / 60;
+        if self.rates_minute != Some(minute) {
+            self.refresh_rates(minute);
+        }
+        let range = self.shards[n].range;
+        Ok(self
+            .traffic
+            .sample(range, &self.rates, limit, &mut self.sample_rng))
+    }
+
     /// `ListShards`: every shard, open and closed, with lineage and no metrics.
     pub fn list(&self) -> Vec<Shard> {
         self.shards
@@ -759,6 +775,18 @@ impl Kinesis for SimKinesis {
         let mut w = self.0.lock();
         w.check_stream("MergeShards", stream)?;
         w.merge(shard_id, adjacent_shard_id)
+    }
+
+    async fn sample_records(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        _since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        let mut w = self.0.lock();
+        w.check_stream("GetRecords", stream)?;
+        w.sample(shard_id, limit)
     }
 
     async fn enable_shard_metrics(
@@ -1007,6 +1035,21 @@ mod tests {
         let s = w.shard_series(&shard_id(0), w.start(), 2);
         assert!(s.incoming_bytes[0].is_some());
         assert!(s.incoming_bytes[1].is_none());
+    }
+
+    #[test]
+    fn record_samples_come_from_the_shard_and_hash_like_kinesis() {
+        let mut w = world();
+        let id = shard_id(3);
+        let range = w.shards[3].range;
+        let sample = w.sample(&id, 500).expect("open shard");
+        assert_eq!(sample.len(), 500);
+        for (key, size) in &sample {
+            let h = shardctl_policies::key_sample::hash_key_of(key);
+            assert!(range.contains(h), "{key} hashes outside {range:?}");
+            assert!(*size > 2048);
+        }
+        assert!(w.sample("shardId-000000000099", 5).is_err());
     }
 
     #[test]
