@@ -632,15 +632,17 @@ impl<F: ProcessorFactory> Inner<F> {
                 .map(|(k, h)| (k.clone(), Arc::clone(&h.cell), h.task.take()))
                 .collect()
         };
+        // Processors get one failover time (together) to checkpoint; leases cannot be trusted
+        // longer. One that overruns is stopped before its lease is released, so the next owner
+        // never runs alongside it (it resumes at the last checkpoint instead).
+        let deadline = tokio::time::Instant::now() + self.config.failover;
         for (key, cell, task) in tasks {
-            if let Some(task) = task {
-                // Processors get one failover time to checkpoint; leases cannot be trusted longer.
-                if tokio::time::timeout(self.config.failover, task)
-                    .await
-                    .is_err()
-                {
-                    warn!(worker = %self.me(), shard = %key, "processor did not stop in time");
-                }
+            if let Some(mut task) = task
+                && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+            {
+                warn!(worker = %self.me(), shard = %key, "processor did not stop in time; aborting it");
+                task.abort();
+                let _ = task.await;
             }
             self.release(&key, &cell).await;
         }
