@@ -17,14 +17,16 @@
 //! 0,bucket:0/16,420,430080
 //! 0,bucket:1/16,380,389120
 //! 0,hash:170141183460469231731687303715884105728,650,665600
+//! 0,key:org-acme,120,245760
 //! 1,bucket:0/16,440,450560
 //! ```
 //!
 //! - `minute`: minutes from the start of the trace (0, 1, 2, ...), in any order.
 //! - `target`: `bucket:I/N` is the `I`th of `N` equal slices of the hash key space (`N` between 1
-//!   and 1024; traffic spread evenly inside the slice), or `hash:K` is one partition key whose
-//!   hash key (the MD5 of the partition key as a 128-bit decimal number, as Kinesis computes it)
-//!   is `K`: a key whose traffic cannot be divided by any split.
+//!   and 1024; traffic spread evenly inside the slice); `key:P` is one partition key `P`, placed
+//!   at its MD5 as Kinesis does; `hash:K` is one partition key given by its hash key `K` (the MD5
+//!   of the key as a 128-bit decimal number). A single key's traffic cannot be divided by any
+//!   split.
 //! - rates are per second, averaged over the minute; bytes include the partition key.
 //!
 //! A target keeps its last rate until a later minute gives it a new one (so a constant stream
@@ -661,6 +663,11 @@ pub fn parse_trace(text: &str, source: &str) -> Result<Trace> {
                 );
             }
             Target::Buckets { index, of }
+        } else if let Some(k) = target.strip_prefix("key:") {
+            if k.is_empty() {
+                bail!("{}: `key:` needs a partition key", at());
+            }
+            Target::Key(hash_key_of(k))
         } else if let Some(k) = target.strip_prefix("hash:") {
             Target::Key(k.parse().with_context(|| {
                 format!(
@@ -670,7 +677,7 @@ pub fn parse_trace(text: &str, source: &str) -> Result<Trace> {
             })?)
         } else {
             bail!(
-                "{}: target `{target}` must be `bucket:I/N` or `hash:HASHKEY`",
+                "{}: target `{target}` must be `bucket:I/N`, `key:PARTITIONKEY` or `hash:HASHKEY`",
                 at()
             );
         };

@@ -1,0 +1,137 @@
+//! `shardctl simulate` from its arguments: trace files, outputs, errors.
+
+use clap::Parser;
+use shardctl::sim::cli::{SimOutput, SimulateArgs, render, run_simulate, sim_config};
+use shardctl::sim::run::{Strategy, compare};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: SimulateArgs,
+}
+
+fn policy() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/examples/telecom-org-events.yaml"
+    )
+    .to_string()
+}
+
+fn temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardctl-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn args(extra: &[&str]) -> SimulateArgs {
+    let p = policy();
+    let mut argv = vec!["simulate", "--policy", p.as_str()];
+    argv.extend_from_slice(extra);
+    Cli::try_parse_from(argv).expect("parses").args
+}
+
+#[test]
+fn a_trace_runs_and_renders_as_csv_json_and_svg() {
+    // 4 buckets at 70 % of a 4-shard stream's byte limit, and one key that surges in minute 10.
+    let mut text = String::from("minute,target,records_per_second,bytes_per_second\n");
+    for b in 0..4 {
+        text += &format!("0,bucket:{b}/4,350,734003\n");
+    }
+    text += "0,key:org-acme,10,20480\n10,key:org-acme,600,1228800\n40,key:org-acme,10,20480\n";
+    let trace = temp("trace.csv", &text);
+    let plot = trace.with_extension("svg");
+    let a = args(&[
+        "--trace",
+        trace.to_str().expect("utf-8"),
+        "--shards",
+        "4",
+        "--duration",
+        "1h",
+        "--output",
+        "csv",
+        "--plot",
+        plot.to_str().expect("utf-8"),
+        "--strategies",
+        "shardctl,static,on-demand",
+    ]);
+    let cfg = sim_config(&a).expect("config");
+    assert_eq!(cfg.minutes, 60);
+    let outcomes = compare(&cfg, &a.strategies, &mut |_, _, _| {}).expect("runs");
+    let csv = render(&cfg, &outcomes, SimOutput::Csv).expect("csv");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("strategy,offered_records"));
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&cfg, &outcomes, SimOutput::Json).expect("json"))
+            .expect("valid JSON");
+    assert_eq!(json["results"].as_array().map(Vec::len), Some(3));
+    assert!(json["prices"]["shardHour"].as_f64().is_some());
+    let table = render(&cfg, &outcomes, SimOutput::Table).expect("table");
+    assert!(table.contains("shardctl"));
+    assert_eq!(
+        run_simulate(a).expect("runs"),
+        std::process::ExitCode::SUCCESS
+    );
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.summary.strategy == Strategy::Static)
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors_with_their_place() {
+    let trace = temp(
+        "bad.csv",
+        "minute,target,records_per_second,bytes_per_second\n0,bucket:1/0,5,5\n",
+    );
+    let e = sim_config(&args(&["--trace", trace.to_str().expect("utf-8")])).expect_err("bad");
+    assert!(format!("{e:#}").contains("bad.csv:2:"), "{e:#}");
+    let e = sim_config(&args(&["--scenario", "nope"])).expect_err("unknown");
+    assert!(format!("{e:#}").contains("hot-org-surge"), "{e:#}");
+    let e = sim_config(&args(&["--scenario", "diurnal", "--stream", "other"])).expect_err("stream");
+    assert!(format!("{e:#}").contains("other"), "{e:#}");
+    let p = policy();
+    for bad in [
+        vec!["simulate", "--policy", p.as_str()],
+        vec![
+            "simulate",
+            "--policy",
+            p.as_str(),
+            "--scenario",
+            "diurnal",
+            "--duration",
+            "5x",
+        ],
+        vec![
+            "simulate",
+            "--policy",
+            p.as_str(),
+            "--scenario",
+            "diurnal",
+            "--duration",
+            "40d",
+        ],
+        vec![
+            "simulate",
+            "--policy",
+            p.as_str(),
+            "--scenario",
+            "a",
+            "--trace",
+            "b",
+        ],
+    ] {
+        assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+    }
+    let missing = args(&["--trace", "/nonexistent/trace.csv"]);
+    assert!(
+        format!("{:#}", sim_config(&missing).expect_err("missing"))
+            .contains("/nonexistent/trace.csv")
+    );
+}
