@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::drain::DrainView;
+use crate::drain::{DrainView, ParentState};
 use crate::lease::{Checkpoint, Lease};
 use crate::ownership::{AcquireKind, BalancePolicy, LeaseObserver, Tenure, plan_acquisitions};
 use crate::processor::{
@@ -649,26 +649,39 @@ impl<F: ProcessorFactory> Inner<F> {
         lock(&self.held).clear();
     }
 
-    /// True when every parent of `key` is drained according to the latest snapshot. Unknown
-    /// (no row for `key` yet, unreadable parent rows, no shard list yet) is not drained.
-    fn parents_ready(&self, key: &str) -> bool {
+    /// Whether every parent of `key` is drained according to the latest snapshot. Unknown (no
+    /// row for `key` yet, unreadable parent rows, no shard list yet) is not drained.
+    fn parents_ready(&self, key: &str) -> ParentsReady {
         let snap = Arc::clone(&self.snapshot.borrow());
         let Some(lease) = snap.leases.iter().find(|l| l.lease_key == key) else {
-            return false;
+            return ParentsReady::Waiting;
         };
         if lease.parent_shard_ids.is_empty() {
-            return true;
+            return ParentsReady::Ready;
         }
         if lease
             .parent_shard_ids
             .iter()
             .any(|p| snap.unreadable.contains(p))
         {
-            return false;
+            return ParentsReady::Waiting;
         }
-        match &snap.listed {
-            Some(listed) => DrainView::new(&snap.leases, listed).parents_drained(lease),
-            None => false,
+        let Some(listed) = &snap.listed else {
+            return ParentsReady::Waiting;
+        };
+        let states = DrainView::new(&snap.leases, listed).parent_states(lease);
+        if states.values().all(|s| s.allows_child()) {
+            return ParentsReady::Ready;
+        }
+        let missing: Vec<String> = states
+            .into_iter()
+            .filter(|(_, s)| *s == ParentState::MissingButListed)
+            .map(|(p, _)| p)
+            .collect();
+        if missing.is_empty() {
+            ParentsReady::Waiting
+        } else {
+            ParentsReady::MissingRows(missing)
         }
     }
 
@@ -758,9 +771,21 @@ impl<F: ProcessorFactory> Inner<F> {
         // Parent before child.
         let mut snapshots = self.snapshot.subscribe();
         let mut waited = false;
+        let mut warned_missing = false;
         loop {
-            if self.parents_ready(key) {
-                break;
+            match self.parents_ready(key) {
+                ParentsReady::Ready => break,
+                ParentsReady::Waiting => {}
+                ParentsReady::MissingRows(parents) => {
+                    if !warned_missing {
+                        // Unlike KCL, a missing row of a shard the stream still lists is unknown,
+                        // not drained: the child waits until the row reappears or the parent
+                        // expires past retention (this library never deletes lease rows).
+                        warn!(worker = %self.me(), shard = %key, parents = ?parents,
+                              "parent lease rows missing while the stream still lists the parents; child waits");
+                        warned_missing = true;
+                    }
+                }
             }
             if !waited {
                 debug!(worker = %self.me(), shard = %key, "waiting for parent shards to reach SHARD_END");
@@ -987,6 +1012,14 @@ impl<F: ProcessorFactory> Inner<F> {
             }
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ParentsReady {
+    Ready,
+    Waiting,
+    /// Parents without a lease row that the stream still lists.
+    MissingRows(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
 use shardctl_consumer::producer::{Event, Producer};
-use shardctl_consumer::{Worker, WorkerConfig};
+use shardctl_consumer::store::LeaseStore;
+use shardctl_consumer::{Checkpoint, Lease, Worker, WorkerConfig};
 
 use crate::common::*;
 
@@ -202,4 +203,66 @@ async fn graceful_shutdown_hands_shards_over_at_the_checkpoint() {
         last_b_init.saturating_duration_since(shut_down)
     );
     b.shutdown().await;
+}
+
+/// Unlike KCL, a parent whose lease row is missing while the stream still lists it is not
+/// drained: its children wait (and a warning says why) until the row shows `SHARD_END`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_wait_while_a_listed_parent_has_no_lease_row() {
+    let Some(aws) = aws().await else { return };
+    let stream = unique("orphans");
+    let table = unique("leases");
+    create_stream(&aws.kinesis, &stream, 1).await;
+    let parent = open_shards(&aws.kinesis, &stream).await.remove(0);
+    split(&aws.kinesis, &stream, &parent).await;
+    let children: Vec<_> = open_shards(&aws.kinesis, &stream).await;
+    assert_eq!(children.len(), 2);
+
+    // A table with the children's rows but no row for their (still listed) parent.
+    let store = LeaseStore::new(aws.dynamodb.clone(), &table);
+    store.ensure_table().await.unwrap();
+    for child in &children {
+        let lease = Lease::new(child.shard_id.clone(), Checkpoint::TrimHorizon)
+            .with_parents([parent.shard_id.clone()]);
+        assert!(store.create_if_absent(&lease).await.unwrap());
+    }
+    let log = Arc::new(Log::default());
+    let failover = Duration::from_secs(2);
+    let worker = Worker::start(
+        WorkerConfig::new(&stream, &table)
+            .with_failover(failover)
+            .with_idle_poll_interval(Duration::from_millis(200)),
+        aws.kinesis.clone(),
+        aws.dynamodb.clone(),
+        Recorder::factory("w", &log, 1),
+    )
+    .await
+    .unwrap();
+    eventually("children leased", Duration::from_secs(10), || async {
+        (worker.held_shards().len() == 2).then_some(())
+    })
+    .await;
+    // Asserting that something does not happen needs a window: several lease rounds.
+    tokio::time::sleep(failover).await;
+    assert!(
+        log.inits.lock().unwrap().is_empty(),
+        "a child started although its parent is unknown"
+    );
+    assert!(
+        store.get(&parent.shard_id).await.unwrap().is_none(),
+        "shard sync must not resurrect the parent"
+    );
+
+    // Once the parent's row says SHARD_END, both children start.
+    assert!(
+        store
+            .create_if_absent(&Lease::new(parent.shard_id.clone(), Checkpoint::ShardEnd))
+            .await
+            .unwrap()
+    );
+    eventually("children started", Duration::from_secs(10), || async {
+        (log.inits.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
 }
