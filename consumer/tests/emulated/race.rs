@@ -109,7 +109,7 @@ async fn workers_joining_mid_stream_never_process_a_shard_concurrently() {
         let name = format!("w{i}");
         let config = WorkerConfig::new(&stream, &table)
             .with_worker_id(&name)
-            .with_failover(Duration::from_secs(2))
+            .with_failover(Duration::from_secs(3))
             .with_idle_poll_interval(Duration::from_millis(200));
         workers.push(
             Worker::start(
