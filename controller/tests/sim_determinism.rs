@@ -52,9 +52,18 @@ fn same_seed_same_result() {
 fn records_offered_are_accepted_or_throttled() {
     for name in SCENARIOS {
         let cfg = config(name, 90, 3);
+        let mut offered = None;
         for o in compare(&cfg, &Strategy::ALL, &mut |_, _, _| {}).expect("runs") {
             let s = &o.summary;
             assert!(s.offered_records > 0, "{name} {:?}", s.strategy);
+            // Bursts are drawn per bucket and key, not per shard: every strategy sees the same
+            // records.
+            assert_eq!(
+                s.offered_records,
+                offered.unwrap_or(s.offered_records),
+                "{name}"
+            );
+            offered = Some(s.offered_records);
             assert_eq!(
                 s.offered_records,
                 s.accepted_records + s.throttled_records,

@@ -7,7 +7,7 @@
 //!   do it (see [`UniformConfig`]), by `UpdateShardCount` with uniform scaling.
 //! - **on-demand**: Kinesis on-demand mode (see [`OnDemandConfig`]).
 
-use super::traffic::{MinuteRates, Scenario};
+use super::traffic::{Burst, MinuteRates, Offered, Scenario};
 use super::world::{
     MIB, MemoryStateStore, OpKind, SHARD_RECORDS, SharedWorld, SimClock, SimKinesis, SimLeases,
     SimMetrics, World, WorldConfig,
@@ -16,8 +16,6 @@ use crate::backend::StateStore;
 use crate::reconcile::{CycleSettings, LiveExecutor, Services};
 use crate::telemetry::Telemetry;
 use anyhow::{Context, Result};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use shardctl_policies::StreamPolicy;
 use std::time::Duration;
@@ -472,13 +470,15 @@ fn run_on_demand(cfg: &SimConfig, progress: Progress<'_>) -> Summary {
         peak_bytes = peak_bytes.max(rates.total_bytes());
         peak_records = peak_records.max(rates.total_records());
     }
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let cv = WorldConfig::new("").burstiness;
+    // The same per-second records as the provisioned strategies.
+    let mut burst = Burst::new(cfg.seed);
+    let mut offered = Offered::default();
     let mut per_minute: Vec<(u64, u64)> = Vec::new();
     let mut minute_accepted: Vec<(f64, f64)> = Vec::new();
     let (mut offered_t, mut accepted_t, mut throttled_t) = (0u64, 0u64, 0u64);
     let (mut gb_in, mut gb_out) = (0.0, 0.0);
     let mut peak_util = 0.0f64;
+    let size = |b: f64, r: f64| if r > 0.0 { b / r } else { 0.0 };
     for m in 0..cfg.minutes {
         traffic.rates(m, start, true, &mut rates);
         // Capacity follows peaks at least `ramp_minutes` old.
@@ -490,60 +490,55 @@ fn run_on_demand(cfg: &SimConfig, progress: Progress<'_>) -> Summary {
         }
         let cap_bytes = (2.0 * peak_bytes).max(o.min_mib_per_second * MIB);
         let cap_records = (2.0 * peak_records).max(o.min_records_per_second);
-        let light_records: f64 = rates.bucket_records.iter().sum();
-        let light_bytes: f64 = rates.bucket_bytes.iter().sum();
         peak_util = peak_util.max(
             (rates.total_bytes() / cap_bytes).max(rates.total_records() / cap_records) * 100.0,
         );
+        let bucket_size: Vec<f64> = rates
+            .bucket_records
+            .iter()
+            .zip(&rates.bucket_bytes)
+            .map(|(&r, &b)| size(b, r))
+            .collect();
         let (mut mo, mut mt, mut mab, mut mar) = (0u64, 0u64, 0.0, 0.0);
         for _ in 0..60 {
-            fn noise(rng: &mut StdRng, cv: f64) -> f64 {
-                let u: f64 = rng.random::<f64>() + rng.random::<f64>() + rng.random::<f64>();
-                (1.0 + cv * (u - 1.5) * 2.0).max(0.0)
+            burst.second(&rates, &mut offered);
+            // Light keys as one source; each heavy key is bound by one partition's limits.
+            let light: u64 = offered.bucket_records.iter().sum();
+            let light_bytes: f64 = offered
+                .bucket_records
+                .iter()
+                .zip(&bucket_size)
+                .map(|(&n, &s)| n as f64 * s)
+                .sum();
+            let mut sources: Vec<(u64, u64, f64)> =
+                vec![(light, light, size(light_bytes, light as f64))];
+            for (k, &n) in offered.heavy_records.iter().enumerate() {
+                let sz = size(rates.heavy_bytes[k], rates.heavy_records[k]);
+                let cap = SHARD_RECORDS.min((MIB / sz.max(1.0)).floor() as u64);
+                sources.push((n, n.min(cap), sz));
             }
-            fn draw(x: f64, rng: &mut StdRng) -> u64 {
-                x.floor() as u64 + u64::from(rng.random::<f64>() < x.fract())
-            }
-            let mut sources: Vec<(u64, f64)> = Vec::with_capacity(rates.heavy_records.len() + 1);
-            if light_records > 0.0 {
-                let x = light_records * noise(&mut rng, cv);
-                sources.push((draw(x, &mut rng), light_bytes / light_records));
-            }
-            for (r, b) in rates.heavy_records.iter().zip(&rates.heavy_bytes) {
-                if *r > 0.0 {
-                    let x = r * noise(&mut rng, cv);
-                    let n = draw(x, &mut rng);
-                    sources.push((n, b / r));
-                }
-            }
-            // Each heavy key is bound by one partition; the stream by its capacity.
-            let (mut offered, mut accepted_per_source) = (0u64, Vec::with_capacity(sources.len()));
-            for (i, &(n, size)) in sources.iter().enumerate() {
-                offered += n;
-                let cap = if i == 0 && light_records > 0.0 {
-                    n
-                } else {
-                    SHARD_RECORDS.min((MIB / size).floor() as u64)
-                };
-                accepted_per_source.push((n.min(cap), size));
-            }
-            let want_records: u64 = accepted_per_source.iter().map(|a| a.0).sum();
-            let want_bytes: f64 = accepted_per_source.iter().map(|a| a.0 as f64 * a.1).sum();
+            let want_records: u64 = sources.iter().map(|s| s.1).sum();
+            let want_bytes: f64 = sources.iter().map(|s| s.1 as f64 * s.2).sum();
             let scale = (cap_records / want_records.max(1) as f64)
                 .min(cap_bytes / want_bytes.max(1.0))
                 .min(1.0);
-            let mut accepted = 0u64;
-            for (n, size) in accepted_per_source {
-                let a = ((n as f64) * scale).floor() as u64;
+            let (mut offered_s, mut accepted) = (0u64, 0u64);
+            for (n, admissible, sz) in sources {
+                offered_s += n;
+                let a = if scale >= 1.0 {
+                    admissible
+                } else {
+                    ((admissible as f64) * scale).floor() as u64
+                };
                 accepted += a;
-                mab += a as f64 * size;
-                let billed = (size / 1024.0).ceil().max(1.0) * 1024.0;
+                mab += a as f64 * sz;
+                let billed = (sz / 1024.0).ceil().max(1.0) * 1024.0;
                 gb_in += a as f64 * billed / 1e9;
-                gb_out += a as f64 * size / 1e9 * p.reads_per_record;
+                gb_out += a as f64 * sz / 1e9 * p.reads_per_record;
             }
             mar += accepted as f64;
-            mo += offered;
-            mt += offered - accepted;
+            mo += offered_s;
+            mt += offered_s - accepted;
         }
         offered_t += mo;
         throttled_t += mt;

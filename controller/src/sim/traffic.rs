@@ -398,6 +398,92 @@ impl TrafficModel {
     }
 }
 
+/// Records offered in one second: per bucket and per heavy key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Offered {
+    /// Records per bucket.
+    pub bucket_records: Vec<u64>,
+    /// Records per heavy key.
+    pub heavy_records: Vec<u64>,
+}
+
+/// Turns a minute's rates into each second's records: a stream-wide burst factor (coefficient
+/// of variation `common_cv`), times an independent factor per bucket (`bucket_cv`) and per heavy
+/// key (`key_cv`), rounded stochastically to whole records.
+///
+/// The draws depend only on the seed and the rates, never on the shards, so every strategy sees
+/// exactly the same records. A shard of 64 buckets sees bursts of about 7 % around its minute
+/// rate, narrower shards more: sub-minute bursts that per-minute sums hide.
+#[derive(Debug, Clone)]
+pub struct Burst {
+    state: u64,
+    /// Stream-wide per-second variation (default 0.05).
+    pub common_cv: f64,
+    /// Per-bucket per-second variation (default 0.4).
+    pub bucket_cv: f64,
+    /// Per-heavy-key per-second variation (default 0.15).
+    pub key_cv: f64,
+}
+
+impl Burst {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Burst {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15,
+            common_cv: 0.05,
+            bucket_cv: 0.4,
+            key_cv: 0.15,
+        }
+    }
+
+    /// SplitMix64: fast, and the same on every platform.
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A factor with mean 1 and coefficient of variation `cv` (Irwin–Hall of three 21-bit
+    /// uniforms: bounded, cheap), and a uniform in [0, 1) for rounding.
+    fn factor(&mut self, cv: f64) -> (f64, f64) {
+        let r = self.next();
+        const M: f64 = (1u64 << 21) as f64;
+        let u = |shift: u32| ((r >> shift) & ((1 << 21) - 1)) as f64 / M;
+        let z = (u(0) + u(21) + u(42) - 1.5) * 2.0;
+        (
+            (1.0 + cv * z).max(0.0),
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64,
+        )
+    }
+
+    /// Fills `out` with one second of records at `rates`.
+    pub fn second(&mut self, rates: &MinuteRates, out: &mut Offered) {
+        let (common, _) = self.factor(self.common_cv);
+        out.bucket_records.resize(rates.bucket_records.len(), 0);
+        for (o, &r) in out.bucket_records.iter_mut().zip(&rates.bucket_records) {
+            *o = if r > 0.0 {
+                let (f, u) = self.factor(self.bucket_cv);
+                let x = r * common * f;
+                x.floor() as u64 + u64::from(u < x.fract())
+            } else {
+                0
+            };
+        }
+        out.heavy_records.resize(rates.heavy_records.len(), 0);
+        for (o, &r) in out.heavy_records.iter_mut().zip(&rates.heavy_records) {
+            *o = if r > 0.0 {
+                let (f, u) = self.factor(self.key_cv);
+                let x = r * common * f;
+                x.floor() as u64 + u64::from(u < x.fract())
+            } else {
+                0
+            };
+        }
+    }
+}
+
 fn pad(v: &[f64]) -> Vec<f64> {
     let mut v = v.to_vec();
     v.resize(BUCKETS, 0.0);

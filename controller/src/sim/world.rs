@@ -8,14 +8,16 @@
 //! fail with `ResourceInUse`); the new shards take traffic when it ends. A simulated consumer group
 //! checkpoints `SHARD_END` on a closed shard a drain lag after it closed.
 
-use super::traffic::{BUCKETS, MinuteRates, Scenario, TrafficModel, bucket_of, bucket_start};
+use super::traffic::{
+    BUCKETS, Burst, MinuteRates, Offered, Scenario, TrafficModel, bucket_of, bucket_start,
+};
 use crate::backend::{
     BackendError, Clock, JournalEntry, Kinesis, LeaderToken, LeaseTables, Metrics, ShardMetric,
     StateStore, StreamDescription, StreamMode,
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use shardctl_policies::history::{OperationOutcome, OperationRecord};
 use shardctl_policies::shard_map::shard_id;
 use shardctl_policies::{
@@ -46,9 +48,6 @@ pub struct WorldConfig {
     pub cloudwatch_delay: Duration,
     /// How long after a shard closes the consumer group checkpoints `SHARD_END` (default 60 s).
     pub drain_lag: Duration,
-    /// Coefficient of variation of each shard's per-second traffic around its minute rate
-    /// (default 0.08): sub-minute bursts that per-minute sums hide.
-    pub burstiness: f64,
     /// `UpdateShardCount` calls allowed per rolling 24 h (10, as AWS).
     pub resize_calls_per_day: usize,
 }
@@ -63,7 +62,6 @@ impl WorldConfig {
             resize_per_shard: Duration::from_secs(3),
             cloudwatch_delay: Duration::from_secs(120),
             drain_lag: Duration::from_secs(60),
-            burstiness: 0.08,
             resize_calls_per_day: 10,
         }
     }
@@ -197,7 +195,10 @@ pub struct World {
     start: DateTime<Utc>,
     traffic: TrafficModel,
     heavy_keys: Vec<HashKey>,
-    rng: StdRng,
+    burst: Burst,
+    offered: Offered,
+    bucket_size: Vec<f64>,
+    heavy_size: Vec<f64>,
     sample_rng: StdRng,
     now: u64,
     shards: Vec<SimShard>,
@@ -205,11 +206,10 @@ pub struct World {
     status: StreamStatus,
     pending: Option<(u64, Pending)>,
     resize_calls: Vec<u64>,
-    table: Vec<Vec<(usize, f64)>>,
+    table: Vec<Vec<(usize, f64, f64)>>,
     heavy_pos: Vec<usize>,
     rates: MinuteRates,
     rates_minute: Option<u64>,
-    shard_rates: Vec<(f64, f64)>,
     /// Stream-level sums per minute.
     pub stream_minutes: Vec<MinuteSums>,
     /// Totals so far.
@@ -227,7 +227,10 @@ impl World {
             start: scenario.start,
             traffic: scenario.traffic.clone(),
             heavy_keys,
-            rng: StdRng::seed_from_u64(seed),
+            burst: Burst::new(seed),
+            offered: Offered::default(),
+            bucket_size: vec![0.0; BUCKETS],
+            heavy_size: Vec::new(),
             sample_rng: StdRng::seed_from_u64(seed ^ 0x7361_6d70_6c65),
             now: 0,
             shards: Vec::new(),
@@ -239,7 +242,6 @@ impl World {
             heavy_pos: Vec::new(),
             rates: MinuteRates::default(),
             rates_minute: None,
-            shard_rates: Vec::new(),
             stream_minutes: Vec::new(),
             totals: Totals::default(),
             ops: Vec::new(),
@@ -328,7 +330,13 @@ impl World {
                             },
                         );
                         let (lo, hi) = (bs.max(r.starting_hash_key), be.min(r.ending_hash_key));
-                        (b, ((hi - lo) as f64 + 1.0) / bucket_width)
+                        // Where the shard starts and ends inside the bucket: neighbours compute
+                        // the same boundary, so their shares of a bucket's records add up.
+                        (
+                            b,
+                            (lo - bs) as f64 / bucket_width,
+                            (hi - bs + 1) as f64 / bucket_width,
+                        )
                     })
                     .collect()
             })
@@ -348,21 +356,17 @@ impl World {
     fn refresh_rates(&mut self, minute: u64) {
         self.traffic
             .rates(minute, self.start, true, &mut self.rates);
-        self.shard_rates.clear();
-        for cells in &self.table {
-            let (mut r, mut b) = (0.0, 0.0);
-            for &(bucket, f) in cells {
-                r += self.rates.bucket_records[bucket] * f;
-                b += self.rates.bucket_bytes[bucket] * f;
-            }
-            self.shard_rates.push((r, b));
+        let size = |b: f64, r: f64| if r > 0.0 { b / r } else { 0.0 };
+        for (i, s) in self.bucket_size.iter_mut().enumerate() {
+            *s = size(self.rates.bucket_bytes[i], self.rates.bucket_records[i]);
         }
-        for (k, &p) in self.heavy_pos.iter().enumerate() {
-            if let Some(s) = self.shard_rates.get_mut(p) {
-                s.0 += self.rates.heavy_records.get(k).copied().unwrap_or(0.0);
-                s.1 += self.rates.heavy_bytes.get(k).copied().unwrap_or(0.0);
-            }
-        }
+        self.heavy_size = self
+            .rates
+            .heavy_records
+            .iter()
+            .zip(&self.rates.heavy_bytes)
+            .map(|(&r, &b)| size(b, r))
+            .collect();
         self.rates_minute = Some(minute);
     }
 
@@ -437,12 +441,6 @@ impl World {
         self.advance_to(self.now + secs);
     }
 
-    fn noise(&mut self) -> f64 {
-        // Irwin–Hall(3), rescaled to mean 0 and variance 1: cheap and bounded.
-        let u: f64 = self.rng.random::<f64>() + self.rng.random::<f64>() + self.rng.random::<f64>();
-        (u - 1.5) * 2.0
-    }
-
     fn step_second(&mut self) {
         let minute = self.now / 60;
         if self.rates_minute != Some(minute) {
@@ -452,20 +450,41 @@ impl World {
             self.stream_minutes
                 .resize(minute as usize + 1, MinuteSums::default());
         }
+        self.burst.second(&self.rates, &mut self.offered);
+        // Records and bytes offered to each open shard: its share of every bucket it covers,
+        // and the heavy keys it holds.
+        let mut per_shard: Vec<(u64, f64)> = Vec::with_capacity(self.open.len());
+        for cells in &self.table {
+            let (mut n, mut bytes) = (0u64, 0.0);
+            for &(b, from, to) in cells {
+                let records = self.offered.bucket_records[b];
+                if records == 0 {
+                    continue;
+                }
+                let r = records as f64;
+                let share = (r * to).round() as u64 - (r * from).round() as u64;
+                n += share;
+                bytes += share as f64 * self.bucket_size[b];
+            }
+            per_shard.push((n, bytes));
+        }
+        for (k, &p) in self.heavy_pos.iter().enumerate() {
+            let n = self.offered.heavy_records.get(k).copied().unwrap_or(0);
+            if let Some(s) = per_shard.get_mut(p) {
+                s.0 += n;
+                s.1 += n as f64 * self.heavy_size.get(k).copied().unwrap_or(0.0);
+            }
+        }
         let mut stream = MinuteSums::default();
-        for p in 0..self.open.len() {
-            let (rr, rb) = self.shard_rates[p];
-            let n = self.open[p];
+        for (p, &(offered, bytes)) in per_shard.iter().enumerate() {
             let mut sums = MinuteSums::default();
-            if rr > 0.0 {
-                let size = rb / rr;
-                let x = (rr * (1.0 + self.cfg.burstiness * self.noise())).max(0.0);
-                let offered = x.floor() as u64 + u64::from(self.rng.random::<f64>() < x.fract());
-                let cap = SHARD_RECORDS.min((MIB / size).floor() as u64);
+            if offered > 0 {
+                let size = bytes / offered as f64;
+                let cap = SHARD_RECORDS.min((MIB / size.max(1.0)).floor() as u64);
                 let accepted = offered.min(cap);
                 sums = MinuteSums {
                     offered_records: offered,
-                    offered_bytes: offered as f64 * size,
+                    offered_bytes: bytes,
                     accepted_records: accepted,
                     accepted_bytes: accepted as f64 * size,
                     throttled_records: offered - accepted,
@@ -473,7 +492,7 @@ impl World {
                 };
                 self.totals.payload_units += accepted as f64 * (size / 25_600.0).ceil().max(1.0);
             }
-            let shard = &mut self.shards[n];
+            let shard = &mut self.shards[self.open[p]];
             let i = (minute - shard.first_minute) as usize;
             if shard.minutes.len() <= i {
                 shard.minutes.resize(i + 1, MinuteSums::default());
