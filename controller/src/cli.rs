@@ -80,6 +80,9 @@ pub enum Command {
         #[arg(long)]
         all_shards: bool,
     },
+    /// Simulate a policy on built-in or recorded traffic and compare it with the alternatives
+    /// (static provisioning, uniform scaling, on-demand).
+    Simulate(crate::sim::SimulateArgs),
     /// Write a snapshot of a stream (shards, metrics, consumer drain state, history) as JSON.
     Observe {
         /// The stream.
@@ -97,9 +100,23 @@ pub enum Command {
     },
     /// Run the controller: reconcile every stream of the policy every evaluation interval.
     Run {
-        /// The policy file (re-read while running; invalid edits are rejected).
-        #[arg(long, env = "SHARDCTL_POLICY")]
-        policy: PathBuf,
+        /// The policy file (re-read while running; invalid edits are rejected). Optional with
+        /// `--simulate` (default: the shipped telecom example).
+        #[arg(long, env = "SHARDCTL_POLICY", required_unless_present = "simulate")]
+        policy: Option<PathBuf>,
+        /// Run against a simulated stream in accelerated virtual time instead of AWS.
+        #[arg(long)]
+        simulate: bool,
+        /// With `--simulate`: the traffic scenario (hot-org-surge, diurnal, flash-crowd,
+        /// night-merge, single-hot-key).
+        #[arg(long, requires = "simulate", default_value = "hot-org-surge")]
+        scenario: String,
+        /// With `--simulate`: simulated time to run.
+        #[arg(long, requires = "simulate", default_value = "24h", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// With `--simulate`: the seed.
+        #[arg(long, requires = "simulate", default_value_t = 1)]
+        seed: u64,
         /// Print the operations instead of executing them; changes nothing.
         #[arg(long, env = "SHARDCTL_DRY_RUN")]
         dry_run: bool,
@@ -140,9 +157,9 @@ pub enum Output {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -170,7 +187,12 @@ fn process_identity(given: Option<String>) -> String {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    init_logging(cli.log_format);
+    // Simulations print their own story; their logs would only repeat it.
+    let simulated = matches!(
+        cli.command,
+        Command::Simulate(_) | Command::Run { simulate: true, .. }
+    );
+    init_logging(cli.log_format, if simulated { "warn" } else { "info" });
     match cli.command {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Schema { kind } => {
@@ -181,6 +203,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", shardctl_policies::schema::render(&schema));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Simulate(args) => crate::sim::run_simulate(args),
         Command::Observe {
             stream,
             policy,
@@ -194,13 +217,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         )),
         Command::Run {
             policy,
+            simulate: true,
+            scenario,
+            duration,
+            seed,
+            dry_run,
+            ..
+        } => runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+            policy,
+            scenario,
+            duration,
+            seed,
+            dry_run,
+        })),
+        Command::Run {
+            policy,
             dry_run,
             once,
             state,
             listen,
             identity,
             leader_lease,
+            ..
         } => {
+            let Some(policy) = policy else {
+                bail!("--policy is required (or use --simulate)");
+            };
             if leader_lease < std::time::Duration::from_secs(3) {
                 bail!("--leader-lease {leader_lease:?} is too short; use at least 3s");
             }

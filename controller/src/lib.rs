@@ -7,6 +7,7 @@ pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod daemon;
+pub mod demo;
 pub mod files;
 pub mod http;
 pub mod leadership;
