@@ -5,7 +5,7 @@ use crate::backend::Clock;
 use crate::daemon::{self, Pass, Progress};
 use crate::files::read_policy;
 use crate::leadership::{self, LeaseSettings};
-use crate::reconcile::{CycleSettings, DryRunExecutor, Executed, LiveExecutor};
+use crate::reconcile::{CycleSettings, Executed, ModeExecutor};
 use anyhow::{Result, anyhow};
 use shardctl_policies::{PolicyFile, load_policy};
 use std::path::PathBuf;
@@ -115,34 +115,19 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
     };
     let settings = CycleSettings::default();
     let progress = Arc::new(Progress::default());
-    if options.dry_run {
-        daemon::run(
-            services.clone(),
-            policy_rx,
-            DryRunExecutor,
-            leader_rx,
-            settings,
-            progress,
-            false,
-            stop_rx,
-            on_pass,
-        )
-        .await;
-    } else {
-        let executor = LiveExecutor::new(services.kinesis.clone());
-        daemon::run(
-            services.clone(),
-            policy_rx,
-            executor,
-            leader_rx,
-            settings,
-            progress,
-            false,
-            stop_rx,
-            on_pass,
-        )
-        .await;
-    }
+    let executor = ModeExecutor::new(services.kinesis.clone(), options.dry_run);
+    daemon::run(
+        services.clone(),
+        policy_rx,
+        executor,
+        leader_rx,
+        settings,
+        progress,
+        false,
+        stop_rx,
+        on_pass,
+    )
+    .await;
     println!("done: {}", crate::sim::status_line(&world));
     println!(
         "compare with the alternatives on the same traffic: shardctl simulate --policy <file> --scenario {}",

@@ -1,12 +1,13 @@
 //! The commands that talk to AWS: `run`, `observe` and the live `plan`.
 
 use crate::aws::{AwsBackend, AwsOptions};
+use crate::backend::LeaderToken;
 use crate::backend::{Clock, StateStore, SystemClock};
 use crate::daemon::{self, Pass, Progress};
 use crate::http::{self, HttpState};
 use crate::leadership::{self, LeaseSettings};
 use crate::policy_source::PolicySource;
-use crate::reconcile::{CycleSettings, DryRunExecutor, Executed, LiveExecutor, Services};
+use crate::reconcile::{CycleSettings, Executed, ModeExecutor, Services};
 use crate::render;
 use crate::telemetry::Telemetry;
 use anyhow::{Context, Result, anyhow, bail};
@@ -151,32 +152,22 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
         });
     }
     let (leader_tx, leader_rx) = watch::channel(None);
-    let mut ok = true;
+    let lease = LeaseSettings {
+        owner: options.identity.clone(),
+        ttl: options.leader_lease,
+    };
+    // A dry run mutates nothing: no state table, no leadership. A live `--once` takes the lease
+    // for its one pass; a live loop keeps (or waits for) it in a task of its own.
+    let mut held: Option<LeaderToken> = None;
+    let mut maintain = None;
     if options.dry_run {
         tracing::info!("dry run: nothing will be changed");
-        daemon::run(
-            services,
-            policy_rx,
-            DryRunExecutor,
-            leader_rx,
-            settings,
-            progress,
-            options.once,
-            stop_rx,
-            |pass| ok &= report_pass(pass, options.once),
-        )
-        .await;
-        drop(leader_tx);
     } else {
         services
             .state
             .ensure()
             .await
             .context("cannot create or reach the state table")?;
-        let lease = LeaseSettings {
-            owner: options.identity.clone(),
-            ttl: options.leader_lease,
-        };
         if options.once {
             let Some(token) =
                 leadership::step(&services.state, &services.clock, &lease, None).await
@@ -186,46 +177,40 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
                 );
             };
             leader_tx.send_replace(Some(token.clone()));
-            let executor = LiveExecutor::new(services.kinesis.clone());
-            daemon::run(
-                services.clone(),
-                policy_rx,
-                executor,
-                leader_rx,
-                settings,
-                progress,
-                true,
-                stop_rx,
-                |pass| ok &= report_pass(pass, true),
-            )
-            .await;
-            services.state.release_leadership(&token).await.ok();
+            held = Some(token);
         } else {
-            let maintain = tokio::spawn(leadership::maintain(
+            maintain = Some(tokio::spawn(leadership::maintain(
                 services.state.clone(),
                 services.clock,
                 lease,
                 telemetry.clone(),
-                leader_tx,
+                leader_tx.clone(),
                 stop_rx.clone(),
-            ));
-            let executor = LiveExecutor::new(services.kinesis.clone());
-            daemon::run(
-                services.clone(),
-                policy_rx,
-                executor,
-                leader_rx,
-                settings,
-                progress,
-                false,
-                stop_rx,
-                |pass| ok &= report_pass(pass, false),
-            )
-            .await;
-            stop_tx.send_replace(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), maintain).await;
+            )));
         }
     }
+    let executor = ModeExecutor::new(services.kinesis.clone(), options.dry_run);
+    let mut ok = true;
+    daemon::run(
+        services.clone(),
+        policy_rx,
+        executor,
+        leader_rx,
+        settings,
+        progress,
+        options.once,
+        stop_rx,
+        |pass| ok &= report_pass(pass, options.once),
+    )
+    .await;
+    if let Some(token) = held {
+        services.state.release_leadership(&token).await.ok();
+    }
+    if let Some(task) = maintain {
+        stop_tx.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    drop(leader_tx);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

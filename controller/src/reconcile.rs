@@ -187,6 +187,39 @@ impl Executor for DryRunExecutor {
     }
 }
 
+/// The executor chosen at start-up: live, or `--dry-run`.
+#[derive(Debug, Clone)]
+pub enum ModeExecutor<K> {
+    /// Calls Kinesis.
+    Live(LiveExecutor<K>),
+    /// Prints only.
+    DryRun(DryRunExecutor),
+}
+
+impl<K> ModeExecutor<K> {
+    /// The live executor over `kinesis`, or the dry-run one.
+    pub fn new(kinesis: K, dry_run: bool) -> Self {
+        if dry_run {
+            ModeExecutor::DryRun(DryRunExecutor)
+        } else {
+            ModeExecutor::Live(LiveExecutor::new(kinesis))
+        }
+    }
+}
+
+impl<K: Kinesis> Executor for ModeExecutor<K> {
+    fn is_live(&self) -> bool {
+        matches!(self, ModeExecutor::Live(_))
+    }
+
+    async fn perform(&self, stream: &str, op: &PlannedOperation) -> Result<(), BackendError> {
+        match self {
+            ModeExecutor::Live(e) => e.perform(stream, op).await,
+            ModeExecutor::DryRun(e) => e.perform(stream, op).await,
+        }
+    }
+}
+
 /// Tuning of the cycle.
 #[derive(Debug, Clone)]
 pub struct CycleSettings {
