@@ -13,4 +13,4 @@ eval "$(scripts/emulators.sh env)"
 
 # Release profile (with overflow checks, see Cargo.toml): the same artifacts as the release
 # binary, and the simulations and property tests run several times faster.
-cargo test --workspace --locked --release "$@"
+cargo test --workspace --locked --release --no-fail-fast "$@"
