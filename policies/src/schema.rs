@@ -8,12 +8,32 @@ use crate::snapshot::Snapshot;
 
 /// The JSON Schema of the policy file.
 pub fn policy_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(PolicyFile)).unwrap_or_default()
+    sorted(&serde_json::to_value(schemars::schema_for!(PolicyFile)).unwrap_or_default())
 }
 
 /// The JSON Schema of the snapshot file.
 pub fn snapshot_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(Snapshot)).unwrap_or_default()
+    sorted(&serde_json::to_value(schemars::schema_for!(Snapshot)).unwrap_or_default())
+}
+
+/// `value` with every object's keys in sorted order, whatever map `serde_json` was built with
+/// (another crate in the build may turn on its `preserve_order` feature), so that the committed
+/// files are the same in every build.
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Renders a schema the way the committed files are written.
