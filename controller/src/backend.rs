@@ -6,9 +6,10 @@
 //! metrics; retries happen in exactly one place (the adapters' retry layer), never in callers.
 
 use chrono::{DateTime, Utc};
+use shardctl_lease::{StreamFilter, TableRows};
 use shardctl_policies::history::{OperationOutcome, OperationRecord};
-use shardctl_policies::{Checkpoint, HashKey, Shard, ShardMetrics, StreamStatus};
-use std::collections::{BTreeMap, HashMap};
+use shardctl_policies::{HashKey, Shard, ShardMetrics, StreamStatus};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +160,20 @@ pub struct StreamDescription {
     pub shard_level_metrics: Vec<String>,
     /// Data retention.
     pub retention: Duration,
+    /// The AWS account that owns the stream (from `StreamARN`), when reported.
+    pub account: Option<String>,
+    /// `StreamCreationTimestamp` in Unix seconds, when reported.
+    pub creation_epoch: Option<u64>,
+}
+
+impl StreamDescription {
+    /// Which rows of a lease table belong to this stream (multi-stream tables key rows by
+    /// `account:stream:creationEpoch:shardId`).
+    pub fn lease_filter(&self) -> StreamFilter {
+        StreamFilter::named(self.name.clone())
+            .with_account(self.account.clone())
+            .with_creation_epoch(self.creation_epoch)
+    }
 }
 
 /// The shard-level CloudWatch metrics shardctl reads.
@@ -261,12 +276,13 @@ pub trait Metrics: Send + Sync {
 
 /// Reads of consumer lease tables (KCL single-stream schema).
 pub trait LeaseTables: Send + Sync {
-    /// The `checkpoint` of every lease in `table`, by `leaseKey` (shard id). A missing table is
-    /// [`BackendError::NotFound`], never an empty map.
-    fn checkpoints(
+    /// The rows of `stream` in `table` (every page, read by the one lease model). A missing
+    /// table is [`BackendError::NotFound`], never an empty table.
+    fn rows(
         &self,
         table: &str,
-    ) -> impl Future<Output = Result<BTreeMap<String, Checkpoint>, BackendError>> + Send;
+        stream: &StreamFilter,
+    ) -> impl Future<Output = Result<TableRows, BackendError>> + Send;
 }
 
 /// Proof of leadership: the owner and the fencing token it holds. Writes that change shards or
@@ -386,7 +402,7 @@ forward_arc!(Metrics {
 });
 
 forward_arc!(LeaseTables {
-    fn checkpoints(&self, table: &str) -> impl Future<Output = Result<BTreeMap<String, Checkpoint>, BackendError>> + Send;
+    fn rows(&self, table: &str, stream: &StreamFilter) -> impl Future<Output = Result<TableRows, BackendError>> + Send;
 });
 
 forward_arc!(StateStore {

@@ -329,14 +329,26 @@ where
             }
         }
         let mut groups = Vec::new();
+        let filter = summary.lease_filter();
         for g in &policy.consumer_groups {
-            match self.leases.checkpoints(&g.lease_table).await {
-                Ok(checkpoints) => groups.push(ConsumerGroupState {
-                    name: g.name.clone(),
-                    lease_table: g.lease_table.clone(),
-                    error: None,
-                    checkpoints,
-                }),
+            match self.leases.rows(&g.lease_table, &filter).await {
+                Ok(rows) => {
+                    let note = (!rows.non_lease_rows.is_empty()
+                        || rows.multi_stream_rows > 0
+                        || rows.other_stream_rows > 0)
+                        .then(|| rows.summary());
+                    if let Some(note) = &note {
+                        tracing::info!(stream = %stream, group = %g.name, table = %g.lease_table, %note, "read lease table");
+                    }
+                    groups.push(ConsumerGroupState {
+                        name: g.name.clone(),
+                        lease_table: g.lease_table.clone(),
+                        error: None,
+                        checkpoints: rows.checkpoints(),
+                        unreadable: rows.malformed,
+                        note,
+                    })
+                }
                 Err(source) => {
                     return Err(ReconcileError::LeaseTable {
                         stream: stream.clone(),

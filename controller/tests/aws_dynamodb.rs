@@ -15,6 +15,7 @@ use aws_support::{backend, calls, sdk_config, unique};
 use chrono::{TimeZone, Utc};
 use shardctl::aws::{AwsOptions, DynamoStateStore};
 use shardctl::backend::{BackendError, LeaseTables, StateStore};
+use shardctl_lease::StreamFilter;
 use shardctl_policies::{Checkpoint, OperationKind, OperationOutcome, OperationRecord};
 use std::time::Duration;
 
@@ -88,14 +89,20 @@ async fn kcl_lease_table_checkpoints_are_read_across_scan_pages() {
             .unwrap();
     }
 
-    let checkpoints = aws.lease_tables.checkpoints(&table).await.unwrap();
+    let rows = aws
+        .lease_tables
+        .rows(&table, &StreamFilter::named("orders"))
+        .await
+        .unwrap();
+    assert!(rows.malformed.is_empty(), "{:?}", rows.malformed);
+    let checkpoints = rows.checkpoints();
     assert_eq!(checkpoints.len(), 25);
     assert_eq!(checkpoints["shardId-000000000000"], Checkpoint::ShardEnd);
     assert_eq!(checkpoints["shardId-000000000001"], Checkpoint::TrimHorizon);
     assert_eq!(checkpoints["shardId-000000000002"], Checkpoint::Latest);
     assert_eq!(
         checkpoints["shardId-000000000003"],
-        Checkpoint::Sequence(checkpoint(3))
+        Checkpoint::parse(&checkpoint(3), 0).unwrap()
     );
     let pages = calls(&telemetry, "Scan", "ok");
     println!("Scan pages for 25 leases at Limit 10: {pages}");
@@ -110,7 +117,11 @@ async fn a_missing_lease_table_is_not_found() {
     let config = sdk_config().await;
     let (aws, _telemetry) = backend(&config, AwsOptions::default());
     let table = unique("shardctl-no-such-table");
-    let error = aws.lease_tables.checkpoints(&table).await.unwrap_err();
+    let error = aws
+        .lease_tables
+        .rows(&table, &StreamFilter::named("orders"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, BackendError::NotFound { api: "Scan", message } if message.contains(&table)),
         "{error:?}"

@@ -342,7 +342,7 @@ async fn dynamodb_throttling_and_cancelled_transactions_are_classified_and_retri
            "message":"Transaction cancelled, please refer cancellation reasons for specific reasons [ConditionalCheckFailed, None]",
            "CancellationReasons":[{"Code":"ConditionalCheckFailed"},{"Code":"None"}]}"#,
     );
-    let leases = r#"{"Items":[{"leaseKey":{"S":"shardId-000000000000"},"checkpoint":{"S":"SHARD_END"}}],
+    let leases = r#"{"Items":[{"leaseKey":{"S":"shardId-000000000000"},"leaseCounter":{"N":"4"},"checkpoint":{"S":"SHARD_END"}}],
         "Count":1,"ScannedCount":1}"#;
     let fake = FakeAws::start(vec![
         throttled,
@@ -352,12 +352,12 @@ async fn dynamodb_throttling_and_cancelled_transactions_are_classified_and_retri
         cancelled_by_condition,
     ]);
     let (aws, telemetry) = backend(&fake, 6);
-    let checkpoints = aws
+    let rows = aws
         .lease_tables
-        .checkpoints("billing-leases")
+        .rows("billing-leases", &shardctl_lease::StreamFilter::named("orders"))
         .await
         .unwrap();
-    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(rows.leases.len(), 1, "{rows:?}");
     assert_eq!(calls(&telemetry, "Scan", "throttled"), 1);
 
     let leader = LeaderToken {

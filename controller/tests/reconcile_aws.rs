@@ -435,3 +435,335 @@ async fn a_hot_shard_is_split_where_its_sampled_traffic_halves() {
     );
     println!("split at org-acme's hash key; expected lower child share {lower_child_share:.2}");
 }
+
+/// Writes one row as the KCL serializer would (plus whatever non-lease rows KCL 3.5 keeps).
+async fn put_row(
+    c: &Clients,
+    table: &str,
+    row: &[(&str, aws_sdk_dynamodb::types::AttributeValue)],
+) {
+    let mut req = c.dynamodb.put_item().table_name(table);
+    for (name, value) in row {
+        req = req.item(*name, value.clone());
+    }
+    req.send().await.unwrap();
+}
+
+/// A KCL 3.5 lease row (`entityType` = `LEASE`), single- or multi-stream key.
+fn kcl_lease(
+    key: &str,
+    checkpoint: &str,
+    parents: &[&str],
+) -> Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)> {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S, Ss};
+    let mut row = vec![
+        ("leaseKey", S(key.into())),
+        ("leaseOwner", S("kcl-worker-1".into())),
+        ("leaseCounter", N("41".into())),
+        ("checkpoint", S(checkpoint.into())),
+        ("checkpointSubSequenceNumber", N("0".into())),
+        ("ownerSwitchesSinceCheckpoint", N("0".into())),
+        ("throughputKBps", N("12.5".into())),
+        ("entityType", S("LEASE".into())),
+    ];
+    if !parents.is_empty() {
+        row.push((
+            "parentShardId",
+            Ss(parents.iter().map(|p| p.to_string()).collect()),
+        ));
+    }
+    row
+}
+
+/// Stream with a split parent and two children, the first hot; an empty lease table; a policy
+/// gated on it.
+async fn split_stream_with_gate(
+    c: &Clients,
+    svc: &shardctl::live::AwsServices,
+) -> (
+    String,
+    String,
+    Vec<shardctl_policies::Shard>,
+    String,
+    StreamPolicy,
+) {
+    let stream = unique("kcl");
+    create_stream(c, &stream, 1).await;
+    let parent = open_shards(svc, &stream).await.remove(0);
+    let key = parent.hash_key_range.midpoint_split_key().unwrap();
+    svc.kinesis
+        .split_shard(&stream, &parent.shard_id, key)
+        .await
+        .unwrap();
+    wait_active(c, &stream).await;
+    let children = open_shards(svc, &stream).await;
+    put_utilization(c, &stream, &children[0].shard_id, 96.0, 10.0, 10, &[]).await;
+    put_utilization(c, &stream, &children[1].shard_id, 50.0, 10.0, 10, &[]).await;
+    let leases = unique("kcl-app");
+    lease_table(c, &leases, &[]).await;
+    let mut policy = test_policy(&stream);
+    policy.consumer_groups = vec![ConsumerGroup {
+        name: "kclapp".into(),
+        lease_table: leases.clone(),
+    }];
+    (stream, parent.shard_id, children, leases, policy)
+}
+
+/// KCL 3.5+ keeps coordinator state and worker metrics in the lease table (rows shaped as
+/// KCL's MigrationState, LeaderLock, StreamInfo and WorkerMetricStats write them). They are
+/// skipped, not a failed stream; then KCL's lease cleanup deletes the finished parent and the
+/// hot child is split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcl_3_5_table_with_coordinator_rows_gates_and_survives_lease_cleanup() {
+    use aws_sdk_dynamodb::types::AttributeValue::{Bool, L, M, N, S};
+    let c = clients().await;
+    let (svc, _) = services(&unique("state")).await;
+    let (stream, parent, children, leases, policy) = split_stream_with_gate(&c, &svc).await;
+    let seq = "49654910385420946271138209451022367872543657233510891522";
+    put_row(&c, &leases, &kcl_lease(&parent, seq, &[])).await;
+    put_row(
+        &c,
+        &leases,
+        &kcl_lease(&children[0].shard_id, "TRIM_HORIZON", &[&parent]),
+    )
+    .await;
+    put_row(
+        &c,
+        &leases,
+        &kcl_lease(&children[1].shard_id, "TRIM_HORIZON", &[&parent]),
+    )
+    .await;
+    let history = L(vec![M(
+        [("cv".to_string(), S("CLIENT_VERSION_2X".into()))].into()
+    )]);
+    put_row(
+        &c,
+        &leases,
+        &[
+            ("leaseKey", S("Migration3.0".into())),
+            ("entityType", S("CLIENT_VERSION_MIGRATION".into())),
+            ("cv", S("CLIENT_VERSION_3X".into())),
+            ("mb", S("kcl-worker-1".into())),
+            ("mts", N("1764547200000".into())),
+            ("h", history),
+        ],
+    )
+    .await;
+    put_row(
+        &c,
+        &leases,
+        &[
+            ("leaseKey", S("TableMigration3.5".into())),
+            ("entityType", S("TABLE_MIGRATION".into())),
+            ("tm", S("TABLE_MIGRATION_STATUS_COMPLETE".into())),
+        ],
+    )
+    .await;
+    put_row(
+        &c,
+        &leases,
+        &[
+            ("leaseKey", S("Leader".into())),
+            ("entityType", S("LEADER".into())),
+            ("ownerName", S("kcl-worker-1".into())),
+            ("leaseDuration", S("20000".into())),
+            ("recordVersionNumber", S("9d2c".into())),
+            ("isReleased", Bool(false)),
+        ],
+    )
+    .await;
+    put_row(
+        &c,
+        &leases,
+        &[
+            ("leaseKey", S(stream.clone())),
+            ("entityType", S("STREAM".into())),
+            ("streamId", S(stream.clone())),
+        ],
+    )
+    .await;
+    put_row(
+        &c,
+        &leases,
+        &[
+            ("leaseKey", S("kcl-worker-1".into())),
+            ("entityType", S("WORKER_METRIC_STATS".into())),
+            ("lut", N("1764547200".into())),
+            (
+                "sts",
+                M([("C".to_string(), L(vec![N("12.5".into())]))].into()),
+            ),
+            ("sup", N("0".into())),
+        ],
+    )
+    .await;
+
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert!(report.decision.operations.is_empty());
+    assert_eq!(
+        report.decision.held[0].limit.to_string(),
+        format!("waiting for group kclapp to drain {parent} (checkpoint …233510891522)")
+    );
+    let observation = svc.observe(&policy).await.unwrap();
+    let group = &observation.consumer_groups[0];
+    assert_eq!(group.checkpoints.len(), 3, "{group:?}");
+    assert!(
+        group
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("5 non-lease rows skipped"),
+        "{group:?}"
+    );
+
+    // The parent finishes, a child progresses, and KCL's LeaseCleanupManager deletes the
+    // parent's row: the gate reads the child's checkpoint as KCL's own evidence.
+    put_row(
+        &c,
+        &leases,
+        &kcl_lease(&children[1].shard_id, seq, &[&parent]),
+    )
+    .await;
+    c.dynamodb
+        .delete_item()
+        .table_name(&leases)
+        .key("leaseKey", S(parent.clone()))
+        .send()
+        .await
+        .unwrap();
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.decision.operations.len(),
+        1,
+        "{:#?}",
+        report.decision.held
+    );
+    assert_eq!(
+        report.decision.operations[0].shard_ids(),
+        vec![children[0].shard_id.as_str()]
+    );
+}
+
+/// A multi-stream lease table: the gate reads the rows of its own stream (matched by account,
+/// name and creation epoch) and ignores another stream's rows for the same shard ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_stream_table_is_read_for_its_own_stream_only() {
+    let c = clients().await;
+    let (svc, _) = services(&unique("state")).await;
+    let (stream, parent, children, leases, policy) = split_stream_with_gate(&c, &svc).await;
+    let summary = c
+        .kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let summary = summary.stream_description_summary().unwrap();
+    let account = summary.stream_arn().split(':').nth(4).unwrap().to_string();
+    let epoch = summary.stream_creation_timestamp().secs();
+    let ours = |shard: &str| format!("{account}:{stream}:{epoch}:{shard}");
+    let theirs = |shard: &str| format!("{account}:other-stream:{epoch}:{shard}");
+    // Another stream's lineage: the same shard ids, its parent far from drained.
+    put_row(
+        &c,
+        &leases,
+        &kcl_lease(&theirs(&parent), "TRIM_HORIZON", &[]),
+    )
+    .await;
+    // An older stream of the same name (deleted and re-created) left rows too.
+    let old = format!("{account}:{stream}:{}:{parent}", epoch - 86_400);
+    put_row(&c, &leases, &kcl_lease(&old, "TRIM_HORIZON", &[])).await;
+    // Ours: the parent is finished.
+    put_row(&c, &leases, &kcl_lease(&ours(&parent), "SHARD_END", &[])).await;
+    put_row(
+        &c,
+        &leases,
+        &kcl_lease(&ours(&children[0].shard_id), "TRIM_HORIZON", &[&parent]),
+    )
+    .await;
+
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.decision.operations.len(),
+        1,
+        "{:#?}",
+        report.decision.held
+    );
+    let observation = svc.observe(&policy).await.unwrap();
+    let group = &observation.consumer_groups[0];
+    let note = group.note.as_deref().unwrap_or("");
+    assert!(
+        note.contains("multi-stream table") && note.contains("2 rows of other streams skipped"),
+        "{note}"
+    );
+
+    // Without our parent's row, the other stream's rows do not count as ours: unknown, held.
+    c.dynamodb
+        .delete_item()
+        .table_name(&leases)
+        .key(
+            "leaseKey",
+            aws_sdk_dynamodb::types::AttributeValue::S(ours(&parent)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    assert!(report.decision.operations.is_empty());
+    assert!(
+        report.decision.held[0]
+            .limit
+            .to_string()
+            .contains("unknown"),
+        "{}",
+        report.decision.held[0].limit
+    );
+}
+
+/// Regression: a malformed row (a checkpoint with non-ASCII characters, a row without
+/// `checkpoint`) failed the whole stream or panicked the planner. It is an explained hold for
+/// the shard it concerns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lease_rows_hold_only_their_shards() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let c = clients().await;
+    let (svc, _) = services(&unique("state")).await;
+    let (_stream, parent, _children, leases, policy) = split_stream_with_gate(&c, &svc).await;
+    put_row(&c, &leases, &kcl_lease(&parent, "４９６５４９１０３８５４２０９４６２７１１３８２０９４５１０２２３６７８７２５４３６５７２３３５１０８９１５２２", &[])).await;
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    let limit = report.decision.held[0].limit.to_string();
+    assert!(
+        limit.contains("lease row unreadable") && limit.contains("neither a sentinel"),
+        "{limit}"
+    );
+    put_row(
+        &c,
+        &leases,
+        &[
+            ("leaseKey", S(parent.clone())),
+            ("leaseCounter", N("3".into())),
+        ],
+    )
+    .await;
+    let report = svc
+        .cycle(&policy, &DryRunExecutor, None, &settings())
+        .await
+        .unwrap();
+    let limit = report.decision.held[0].limit.to_string();
+    assert!(limit.contains("attribute checkpoint is missing"), "{limit}");
+}

@@ -8,6 +8,7 @@ use crate::observation::{
 };
 use crate::shard_map::{Shard, ShardState, even_shards, shard_id};
 use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Builds an [`Observation`] step by step. Shards are addressed by their index in the list of
@@ -165,6 +166,8 @@ impl StreamFixture {
                 .iter()
                 .map(|(i, c)| (self.obs.shards[*i].shard_id.clone(), c.clone()))
                 .collect(),
+            unreadable: BTreeMap::new(),
+            note: None,
         });
         self
     }

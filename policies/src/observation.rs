@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use shardctl_lease::{Checkpoint, CheckpointRows, DrainState};
+
 /// Kinesis' write limit per shard in bytes per second (1 MiB, partition keys included).
 pub const SHARD_BYTES_PER_SECOND: f64 = 1024.0 * 1024.0;
 /// Kinesis' write limit per shard in records per second.
@@ -130,7 +132,8 @@ pub struct HeavyKey {
     pub weight: f64,
 }
 
-/// What one consumer group's lease table says about the shards of the stream.
+/// What one consumer group's lease table says about the shards of the stream, read by the one
+/// lease model ([`shardctl_lease`]): KCL 2.x, 3.x and 3.5+ tables, single- or multi-stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupState {
@@ -141,86 +144,56 @@ pub struct ConsumerGroupState {
     /// Why the table could not be read, if it could not; the group then counts as not drained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The checkpoint of each lease, by shard id (`leaseKey`).
-    #[serde(default)]
+    /// The checkpoint of each readable lease of this stream, by shard id (the `checkpoint`
+    /// attribute: a sentinel or a decimal sequence number).
+    #[serde(default, with = "checkpoint_map")]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub checkpoints: BTreeMap<String, Checkpoint>,
-}
-
-/// A lease checkpoint as KCL writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, JsonSchema)]
-#[schemars(with = "String")]
-pub enum Checkpoint {
-    /// `SHARD_END`: the shard was read to its end and its children may start.
-    ShardEnd,
-    /// `TRIM_HORIZON`: nothing processed yet, start from the oldest record.
-    TrimHorizon,
-    /// `LATEST`: start from new records.
-    Latest,
-    /// `AT_TIMESTAMP`: start from a point in time.
-    AtTimestamp,
-    /// A sequence number: processed up to there.
-    Sequence(String),
-}
-
-impl Checkpoint {
-    /// Parses the `checkpoint` attribute of a lease row.
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "SHARD_END" => Checkpoint::ShardEnd,
-            "TRIM_HORIZON" => Checkpoint::TrimHorizon,
-            "LATEST" => Checkpoint::Latest,
-            "AT_TIMESTAMP" => Checkpoint::AtTimestamp,
-            other => Checkpoint::Sequence(other.to_string()),
-        }
-    }
-
-    /// The attribute text KCL writes.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Checkpoint::ShardEnd => "SHARD_END",
-            Checkpoint::TrimHorizon => "TRIM_HORIZON",
-            Checkpoint::Latest => "LATEST",
-            Checkpoint::AtTimestamp => "AT_TIMESTAMP",
-            Checkpoint::Sequence(s) => s,
-        }
-    }
-}
-
-impl Serialize for Checkpoint {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Checkpoint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Checkpoint::parse(&String::deserialize(d)?))
-    }
-}
-
-/// Whether a closed shard has been drained by a consumer group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DrainState {
-    /// The group checkpointed `SHARD_END`.
-    Drained,
-    /// The group has a lease that has not reached the end.
-    InProgress(Checkpoint),
-    /// The group has no lease for the shard: unknown, so not drained.
-    NoLease,
-    /// The group's lease table could not be read.
-    Unreadable(String),
+    /// Lease rows of this stream that could not be read, by shard id: why. Such a shard is
+    /// unknown, so not drained.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<String, String>,
+    /// What else the table held (non-lease rows, other streams of a multi-stream table), for
+    /// reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl ConsumerGroupState {
-    /// The drain state of shard `id` in this group.
-    pub fn drain_state(&self, id: &str) -> DrainState {
-        if let Some(e) = &self.error {
-            return DrainState::Unreadable(e.clone());
+    /// The group's rows as the drain rule reads them.
+    pub fn rows(&self) -> CheckpointRows<'_> {
+        CheckpointRows {
+            checkpoints: &self.checkpoints,
+            unreadable: &self.unreadable,
         }
-        match self.checkpoints.get(id) {
-            Some(Checkpoint::ShardEnd) => DrainState::Drained,
-            Some(other) => DrainState::InProgress(other.clone()),
-            None => DrainState::NoLease,
-        }
+    }
+}
+
+/// Checkpoints written as the `checkpoint` attribute's text.
+mod checkpoint_map {
+    use super::Checkpoint;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Checkpoint>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text: BTreeMap<&str, &str> =
+            map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        text.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Checkpoint>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                Checkpoint::parse(&v, 0)
+                    .map(|c| (k, c))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
     }
 }

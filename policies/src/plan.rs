@@ -10,13 +10,14 @@ use crate::budget::{self, BudgetLimit};
 use crate::hash::{HashKey, HashRange, decimal};
 use crate::history::{History, OperationKind};
 use crate::observation::{
-    DrainState, Observation, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamStatus,
+    Observation, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamStatus,
 };
 use crate::policy::{SelectPolicy, SplitPoint, StreamPolicy};
 use crate::rate;
 use crate::shard_map::{Shard, ShardMap, ShardMapError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shardctl_lease::{DrainView, Lineage};
 use std::fmt;
 
 /// Why no plan could be made at all.
@@ -796,6 +797,8 @@ struct Gates<'a> {
     merge_cooldown: Option<DateTime<Utc>>,
     splits: u32,
     merges: u32,
+    /// The stream's lineage, when a consumer group gates resharding.
+    lineage: Option<Lineage>,
 }
 
 impl Gates<'_> {
@@ -807,31 +810,37 @@ impl Gates<'_> {
         self.map.open_count() as i64 + self.splits as i64 - self.merges as i64
     }
 
+    /// The drain gate: every listed ancestor of `shard_id` must be drained for every consumer
+    /// group, by the one rule of [`shardctl_lease::DrainView`].
     fn drain(&self, shard_id: &str) -> Result<(), Limit> {
-        if self.policy.consumer_groups.is_empty() {
+        let Some(lineage) = &self.lineage else {
             return Ok(());
-        }
-        let ancestors = self.map.ancestors(shard_id);
+        };
         for group in &self.policy.consumer_groups {
             let state = self
                 .obs
                 .consumer_groups
                 .iter()
                 .find(|g| g.name == group.name);
-            for ancestor in &ancestors {
-                let detail = match state.map(|s| s.drain_state(&ancestor.shard_id)) {
-                    Some(DrainState::Drained) => continue,
-                    Some(DrainState::InProgress(c)) => match c.as_str() {
-                        seq if seq.len() > 16 => format!("checkpoint …{}", &seq[seq.len() - 12..]),
-                        other => format!("checkpoint {other}"),
-                    },
-                    Some(DrainState::NoLease) => "no lease for it yet".to_string(),
-                    Some(DrainState::Unreadable(e)) => format!("lease table unreadable: {e}"),
-                    None => "no drain state observed".to_string(),
-                };
+            let hold = match state {
+                Some(s) if s.error.is_none() => DrainView::new(lineage, &s.rows())
+                    .first_undrained_ancestor(shard_id)
+                    .map(|(ancestor, state)| (ancestor, state.to_string())),
+                other => {
+                    let detail = match other.and_then(|s| s.error.as_deref()) {
+                        Some(e) => format!("lease table unreadable: {e}"),
+                        None => "no drain state observed".to_string(),
+                    };
+                    lineage
+                        .ancestors(shard_id)
+                        .first()
+                        .map(|a| ((*a).to_string(), detail))
+                }
+            };
+            if let Some((ancestor, detail)) = hold {
                 return Err(Limit::DrainPending {
                     group: group.name.clone(),
-                    shard_id: ancestor.shard_id.clone(),
+                    shard_id: ancestor,
                     detail,
                 });
             }
@@ -1118,6 +1127,13 @@ pub fn plan(
         merge_cooldown: cooldown(history.last(OperationKind::Split), policy.merge.cooldown),
         splits: 0,
         merges: 0,
+        lineage: (!policy.consumer_groups.is_empty()).then(|| {
+            Lineage::new(
+                obs.shards
+                    .iter()
+                    .map(|s| (s.shard_id.as_str(), s.parents())),
+            )
+        }),
     };
 
     let mut operations = Vec::new();

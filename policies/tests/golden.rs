@@ -54,9 +54,11 @@ pub fn telecom_snapshot() -> Snapshot {
                 (1, Checkpoint::ShardEnd),
                 (
                     3,
-                    Checkpoint::Sequence(
-                        "49654910385420946271138209451022367872543657233510891522".into(),
-                    ),
+                    Checkpoint::parse(
+                        "49654910385420946271138209451022367872543657233510891522",
+                        0,
+                    )
+                    .expect("sequence number"),
                 ),
             ],
         )

@@ -466,8 +466,10 @@ fn the_drain_gate_holds_children_of_undrained_parents() {
     let parent = f.id(1);
     let d = run(
         &gated_policy(),
-        f.clone()
-            .group("billing", &[(1, Checkpoint::Sequence("4955".into()))]),
+        f.clone().group(
+            "billing",
+            &[(1, Checkpoint::parse("4955", 0).expect("sequence number"))],
+        ),
     );
     assert!(d.operations.is_empty());
     assert_eq!(
@@ -495,6 +497,56 @@ fn the_drain_gate_holds_children_of_undrained_parents() {
         f.group("billing", &[(1, Checkpoint::ShardEnd)]),
     );
     assert_eq!(splits(&d).len(), 1);
+}
+
+/// Regression: KCL's lease cleanup deletes a finished parent's row once its children progressed;
+/// the gate then held every split of the children for the parent's whole retention.
+#[test]
+fn kcl_lease_cleanup_of_a_finished_parent_does_not_freeze_the_lineage() {
+    // Shard 1 was split into 4 and 5; 4 is hot; the parent's row is gone.
+    let f = stream(4).split_existing(1).hot(4);
+    let seq = Checkpoint::parse("49654910385420946271138209451022367872", 0).expect("sequence");
+    // A child past TRIM_HORIZON is KCL's own evidence before it deletes: drained.
+    let d = run(
+        &gated_policy(),
+        f.clone().group("billing", &[(5, seq.clone())]),
+    );
+    assert_eq!(splits(&d), vec![f.id(4)], "{:?}", d.held);
+    // Children that have not started: the missing row is unknown, so the split waits.
+    let d = run(
+        &gated_policy(),
+        f.clone().group(
+            "billing",
+            &[(4, Checkpoint::TrimHorizon), (5, Checkpoint::TrimHorizon)],
+        ),
+    );
+    assert!(d.operations.is_empty());
+    let limit = d.held[0].limit.to_string();
+    assert!(
+        limit.contains(&f.id(1)) && limit.contains("unknown"),
+        "{limit}"
+    );
+}
+
+#[test]
+fn an_unreadable_lease_row_is_an_explained_hold_not_a_failed_stream() {
+    let f = stream(4).split_existing(1).hot(4);
+    let mut obs = f.clone().group("billing", &[]).build();
+    obs.consumer_groups[0]
+        .unreadable
+        .insert(f.id(1), "attribute checkpoint is missing".into());
+    let d = plan(&gated_policy(), &obs, &History::default(), now()).expect("a plan");
+    assert!(d.operations.is_empty());
+    let limit = d.held[0].limit.to_string();
+    assert!(limit.contains("checkpoint is missing"), "{limit}");
+    // An unrelated hot shard is still split.
+    let mut obs = f.hot(0).group("billing", &[]).build();
+    obs.consumer_groups[0].unreadable.insert(
+        "shardId-000000000001".into(),
+        "attribute checkpoint is missing".into(),
+    );
+    let d = plan(&gated_policy(), &obs, &History::default(), now()).expect("a plan");
+    assert_eq!(splits(&d), vec!["shardId-000000000000"]);
 }
 
 #[test]

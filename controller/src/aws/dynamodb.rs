@@ -31,9 +31,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, SecondsFormat, Utc};
-use shardctl_policies::Checkpoint;
+use shardctl_lease::{StreamFilter, TableRows};
 use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const SCAN: &str = "Scan";
@@ -87,8 +87,8 @@ impl DynamoLeaseTables {
 }
 
 impl LeaseTables for DynamoLeaseTables {
-    async fn checkpoints(&self, table: &str) -> Result<BTreeMap<String, Checkpoint>, BackendError> {
-        let mut checkpoints = BTreeMap::new();
+    async fn rows(&self, table: &str, stream: &StreamFilter) -> Result<TableRows, BackendError> {
+        let mut rows = TableRows::new(stream.clone());
         let mut start_key: Option<Item> = None;
         loop {
             let start = start_key.take();
@@ -98,9 +98,6 @@ impl LeaseTables for DynamoLeaseTables {
                     self.client
                         .scan()
                         .table_name(table)
-                        .projection_expression("#leaseKey, #checkpoint")
-                        .expression_attribute_names("#leaseKey", "leaseKey")
-                        .expression_attribute_names("#checkpoint", "checkpoint")
                         .consistent_read(true)
                         .set_limit(self.page_size)
                         .set_exclusive_start_key(start.clone())
@@ -117,20 +114,15 @@ impl LeaseTables for DynamoLeaseTables {
                     other => other,
                 })?;
             for item in output.items() {
-                let key = string(item, "leaseKey")
-                    .map_err(|what| malformed(SCAN, format!("lease table {table}: {what}")))?;
-                let checkpoint = string(item, "checkpoint").map_err(|what| {
-                    malformed(SCAN, format!("lease table {table}, lease {key}: {what}"))
-                })?;
-                checkpoints.insert(key.to_string(), Checkpoint::parse(checkpoint));
+                rows.push(&shardctl_lease::sdk::from_sdk(item));
             }
             match output.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start_key = Some(key.clone()),
                 _ => break,
             }
         }
-        tracing::debug!(table, leases = checkpoints.len(), "read lease table");
-        Ok(checkpoints)
+        tracing::debug!(table, stream = %stream.name, summary = %rows.summary(), "read lease table");
+        Ok(rows)
     }
 }
 

@@ -343,6 +343,14 @@ fn description_from_sdk(s: &sdk::StreamDescriptionSummary) -> Result<StreamDescr
         open_shard_count,
         shard_level_metrics,
         retention: Duration::from_secs(retention_hours * 3600),
+        // arn:aws:kinesis:REGION:ACCOUNT:stream/NAME
+        account: s
+            .stream_arn
+            .split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
+        creation_epoch: u64::try_from(s.stream_creation_timestamp.secs()).ok(),
     })
 }
 

@@ -18,6 +18,7 @@ use crate::backend::{
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use shardctl_lease::{Lease, StreamFilter, TableRows};
 use shardctl_policies::history::{OperationOutcome, OperationRecord};
 use shardctl_policies::shard_map::shard_id;
 use shardctl_policies::{
@@ -708,11 +709,14 @@ impl World {
                 let cp = if drained(s.number) {
                     Checkpoint::ShardEnd
                 } else if s.parent.into_iter().chain(s.adjacent_parent).all(drained) {
-                    Checkpoint::Sequence(format!(
-                        "{:020}{:06}",
-                        s.number,
-                        self.now.saturating_sub(s.created)
-                    ))
+                    Checkpoint::Sequence {
+                        sequence_number: format!(
+                            "{:020}{:06}",
+                            s.number,
+                            self.now.saturating_sub(s.created)
+                        ),
+                        sub_sequence_number: 0,
+                    }
                 } else {
                     Checkpoint::TrimHorizon
                 };
@@ -765,6 +769,8 @@ impl Kinesis for SimKinesis {
                 .map(|m| m.cloudwatch_name().to_string())
                 .collect(),
             retention: Duration::from_secs(24 * 3600),
+            account: None,
+            creation_epoch: None,
         })
     }
 
@@ -846,11 +852,12 @@ impl Metrics for SimMetrics {
 pub struct SimLeases(pub SharedWorld);
 
 impl LeaseTables for SimLeases {
-    async fn checkpoints(
-        &self,
-        _table: &str,
-    ) -> Result<BTreeMap<String, Checkpoint>, BackendError> {
-        Ok(self.0.lock().checkpoints())
+    async fn rows(&self, _table: &str, stream: &StreamFilter) -> Result<TableRows, BackendError> {
+        let mut rows = TableRows::new(stream.clone());
+        for (id, checkpoint) in self.0.lock().checkpoints() {
+            rows.leases.insert(id.clone(), Lease::new(id, checkpoint));
+        }
+        Ok(rows)
     }
 }
 
