@@ -33,7 +33,7 @@ pub fn active_window(budget: &Budget, now: DateTime<Utc>) -> Option<Option<DateT
     };
     // The latest firing at or before `now`; the budget is active while that firing's window lasts.
     let fired = schedule.cron().find_previous_occurrence(&now, true).ok()?;
-    let until = fired + duration.to_chrono();
+    let until = duration.after(fired);
     (now < until).then_some(Some(until))
 }
 

@@ -1,5 +1,12 @@
-//! Durations written with units (`30s`, `5m`, `2h`), as operators write them.
+//! Durations written with units (`30s`, `5m`, `2h`), as operators write them, and instant
+//! arithmetic that never panics.
+//!
+//! `DateTime + TimeDelta` panics when the sum leaves chrono's range (about ±262,000 years), and
+//! humantime happily parses `1000000y`. Every instant computed from input (a policy, a snapshot,
+//! an AWS response, the clock) goes through [`add_saturating`] / [`sub_saturating`] or
+//! [`HumanDuration::after`] / [`HumanDuration::before`] instead.
 
+use chrono::{DateTime, TimeDelta, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -20,15 +27,67 @@ impl HumanDuration {
         HumanDuration(Duration::from_secs(n * 60))
     }
 
-    /// The duration as a `chrono` duration, saturating far beyond any sensible policy value.
-    pub fn to_chrono(self) -> chrono::TimeDelta {
-        chrono::TimeDelta::from_std(self.0).unwrap_or(chrono::TimeDelta::MAX)
+    /// The duration as a `chrono` duration, saturating at [`TimeDelta::MAX`] (about 292 million
+    /// years). Do not add the result to an instant with `+`, which panics beyond chrono's range:
+    /// use [`HumanDuration::after`] / [`HumanDuration::before`].
+    pub fn to_chrono(self) -> TimeDelta {
+        TimeDelta::from_std(self.0).unwrap_or(TimeDelta::MAX)
+    }
+
+    /// The instant `self` after `t`, saturating at the last instant chrono represents.
+    ///
+    /// ```
+    /// use chrono::{DateTime, Utc};
+    /// use shardctl_policies::HumanDuration;
+    /// let t: DateTime<Utc> = "2026-11-02T14:00:00Z".parse().unwrap();
+    /// assert_eq!(HumanDuration::mins(5).after(t), "2026-11-02T14:05:00Z".parse::<DateTime<Utc>>().unwrap());
+    /// let forever = HumanDuration(std::time::Duration::MAX);
+    /// assert_eq!(forever.after(t), DateTime::<Utc>::MAX_UTC);
+    /// ```
+    pub fn after(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        add_saturating(t, self.to_chrono())
+    }
+
+    /// The instant `self` before `t`, saturating at the first instant chrono represents.
+    pub fn before(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        sub_saturating(t, self.to_chrono())
     }
 
     /// Whole minutes, rounded up (the metric resolution is one minute).
     pub fn whole_minutes_ceil(self) -> usize {
         self.0.as_secs().div_ceil(60) as usize
     }
+}
+
+/// `t + d`, or the last (first, for a negative `d`) instant chrono represents when the sum lies
+/// beyond its range. Time past the year 262,000 is as good as never.
+pub fn add_saturating(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(if d < TimeDelta::zero() {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// `t - d`, or the first (last, for a negative `d`) instant chrono represents when the difference
+/// lies beyond its range.
+pub fn sub_saturating(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    t.checked_sub_signed(d).unwrap_or(if d < TimeDelta::zero() {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
+    })
+}
+
+/// `t + n` minutes, saturating like [`add_saturating`] (also when `n` minutes exceed
+/// [`TimeDelta`]'s range).
+pub fn add_minutes_saturating(t: DateTime<Utc>, n: i64) -> DateTime<Utc> {
+    let d = TimeDelta::try_minutes(n).unwrap_or(if n < 0 {
+        TimeDelta::MIN
+    } else {
+        TimeDelta::MAX
+    });
+    add_saturating(t, d)
 }
 
 impl fmt::Display for HumanDuration {
@@ -82,5 +141,32 @@ mod tests {
         assert!(err.to_string().contains("e.g. `30s`"), "{err}");
         assert_eq!(HumanDuration::mins(5).to_string(), "5m");
         assert_eq!(HumanDuration::secs(61).whole_minutes_ceil(), 2);
+    }
+
+    #[test]
+    fn instant_arithmetic_saturates_instead_of_panicking() {
+        let (min, max) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+        let huge = HumanDuration(Duration::MAX);
+        assert_eq!(huge.after(min), max);
+        assert_eq!(huge.before(max), min);
+        assert_eq!(HumanDuration::secs(1).after(max), max);
+        assert_eq!(HumanDuration::secs(1).before(min), min);
+        assert_eq!(add_saturating(max, TimeDelta::MAX), max);
+        assert_eq!(add_saturating(min, TimeDelta::MIN), min);
+        assert_eq!(sub_saturating(min, TimeDelta::MAX), min);
+        assert_eq!(sub_saturating(max, TimeDelta::MIN), max);
+        assert_eq!(add_minutes_saturating(min, i64::MAX), max);
+        assert_eq!(add_minutes_saturating(max, i64::MIN), min);
+        let t: DateTime<Utc> = "2026-11-02T14:00:00Z".parse().expect("time");
+        assert_eq!(
+            add_minutes_saturating(t, -60),
+            "2026-11-02T13:00:00Z"
+                .parse::<DateTime<Utc>>()
+                .expect("time")
+        );
+        assert_eq!(
+            HumanDuration::mins(60).before(t),
+            add_minutes_saturating(t, -60)
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! [`Limit`] that stopped them.
 
 use crate::budget::{self, BudgetLimit};
+use crate::duration::add_minutes_saturating;
 use crate::hash::{HashKey, HashRange, decimal};
 use crate::history::{History, OperationKind};
 use crate::observation::{
@@ -591,8 +592,32 @@ struct Window {
 
 impl Window {
     fn minutes(&self) -> u32 {
-        (self.end - self.start) as u32
+        u32::try_from(self.end.saturating_sub(self.start)).unwrap_or(u32::MAX)
     }
+
+    /// The minutes of the window that series of `len` minutes can know: the others are unknown
+    /// in every series, so skipping them changes nothing, and a window far from the data (an
+    /// extreme `now`) costs nothing.
+    fn with_data(&self, len: usize) -> std::ops::Range<i64> {
+        let len = i64::try_from(len).unwrap_or(i64::MAX);
+        let start = self.start.clamp(0, len);
+        start..self.end.clamp(start, len)
+    }
+}
+
+/// The longest metric series of `shards`.
+fn series_len<'a>(shards: impl IntoIterator<Item = &'a Shard>) -> usize {
+    shards
+        .into_iter()
+        .map(|s| {
+            let m = &s.metrics;
+            m.incoming_bytes
+                .len()
+                .max(m.incoming_records.len())
+                .max(m.write_provisioned_throughput_exceeded.len())
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -606,7 +631,7 @@ fn assess(shard: &Shard, policy: &StreamPolicy, w: &Window) -> ShardAssessment {
     let th = &policy.split.threshold;
     let (mut hot, mut cool, mut throttled_minutes) = (0u32, 0u32, 0u32);
     let (mut bytes_peak, mut records_peak) = (None, None);
-    for i in w.start..w.end {
+    for i in w.with_data(series_len([shard])) {
         let m = minute(shard, i);
         bytes_peak = max_opt(bytes_peak, m.bytes);
         records_peak = max_opt(records_peak, m.records);
@@ -622,7 +647,7 @@ fn assess(shard: &Shard, policy: &StreamPolicy, w: &Window) -> ShardAssessment {
         }
     }
     let known = hot + cool;
-    let state = if known * 2 < w.minutes() {
+    let state = if u64::from(known) * 2 < u64::from(w.minutes()) {
         ShardHeat::Unknown
     } else if cool == 0 {
         ShardHeat::Hot
@@ -651,7 +676,7 @@ fn pair_heat(a: &Shard, b: &Shard, policy: &StreamPolicy, w: &Window) -> PairHea
     let th = &policy.merge.threshold;
     let (mut bytes_peak, mut records_peak) = (0.0f64, 0.0f64);
     let mut known = 0;
-    for i in w.start..w.end {
+    for i in w.with_data(series_len([a, b])) {
         let (ma, mb) = (minute(a, i), minute(b, i));
         if ma.throttled.is_some_and(|t| t > 0.0) || mb.throttled.is_some_and(|t| t > 0.0) {
             return PairHeat::NotCold;
@@ -727,7 +752,8 @@ fn split_key(
         }
     }
     let total: f64 = segments.iter().map(|s| s.2).sum();
-    if total <= 0.0 {
+    // Weights so large that they add up to infinity say nothing about where the traffic is.
+    if !(total.is_finite() && total > 0.0) {
         return Ok((mid, SplitPointUsed::MidpointNoDistribution, midpoint.2));
     }
     // A single key hotter than a whole shard cannot be relieved by any split.
@@ -931,15 +957,15 @@ impl Gates<'_> {
 
 fn window_ending(end: i64, length: usize) -> Window {
     Window {
-        start: end - length as i64,
+        start: end.saturating_sub(i64::try_from(length).unwrap_or(i64::MAX)),
         end,
     }
 }
 
 fn minute_window(obs: &Observation, w: &Window) -> MinuteWindow {
     MinuteWindow {
-        start: obs.metrics_start + chrono::TimeDelta::minutes(w.start),
-        end: obs.metrics_start + chrono::TimeDelta::minutes(w.end),
+        start: add_minutes_saturating(obs.metrics_start, w.start),
+        end: add_minutes_saturating(obs.metrics_start, w.end),
     }
 }
 
@@ -974,7 +1000,7 @@ pub fn apply(shards: &[Shard], ops: &[PlannedOperation]) -> Result<Vec<Shard>, A
         .iter()
         .filter_map(|s| s.shard_id.rsplit('-').next()?.parse::<usize>().ok())
         .max()
-        .map_or(0, |n| n + 1);
+        .map_or(0, |n| n.saturating_add(1));
     let find_open = |out: &[Shard], id: &str| -> Result<usize, ApplyError> {
         let i = out
             .iter()
@@ -1006,7 +1032,7 @@ pub fn apply(shards: &[Shard], ops: &[PlannedOperation]) -> Result<Vec<Shard>, A
                     let mut child = Shard::open(crate::shard_map::shard_id(next), range);
                     child.parent_shard_id = Some(shard_id.clone());
                     out.push(child);
-                    next += 1;
+                    next = next.saturating_add(1);
                 }
             }
             PlannedOperation::Merge {
@@ -1031,7 +1057,7 @@ pub fn apply(shards: &[Shard], ops: &[PlannedOperation]) -> Result<Vec<Shard>, A
                 child.parent_shard_id = Some(shard_id.clone());
                 child.adjacent_parent_shard_id = Some(adjacent_shard_id.clone());
                 out.push(child);
-                next += 1;
+                next = next.saturating_add(1);
             }
         }
     }
@@ -1059,7 +1085,7 @@ pub fn plan(
     })?;
 
     // The last complete minute is the one ending at or before `now - metricsDelay`.
-    let evaluable_until = now - policy.metrics_delay.to_chrono();
+    let evaluable_until = policy.metrics_delay.before(now);
     let end = (evaluable_until - obs.metrics_start).num_minutes();
     let split_w = window_ending(end, policy.split.stabilization_window.whole_minutes_ceil());
     let merge_w = window_ending(end, policy.merge.stabilization_window.whole_minutes_ceil());
@@ -1096,7 +1122,7 @@ pub fn plan(
         })
     };
     let cooldown = |last: Option<DateTime<Utc>>, d: crate::HumanDuration| {
-        last.map(|t| t + d.to_chrono()).filter(|until| *until > now)
+        last.map(|t| d.after(t)).filter(|until| *until > now)
     };
     let open = map.open_count();
     let mut gates = Gates {

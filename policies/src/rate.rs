@@ -32,7 +32,7 @@ pub fn allowance(
     }
     let mut combined: Option<Allowance> = None;
     for p in policies {
-        let since = now - p.period.to_chrono();
+        let since = p.period.before(now);
         let mut used = 0u32;
         let mut net_change = 0i64;
         let mut oldest_of_kind: Option<DateTime<Utc>> = None;
@@ -54,12 +54,12 @@ pub fn allowance(
             RatePolicyKind::Shards => p.value as u64,
             RatePolicyKind::Percent => {
                 let base = (open_now as i64 - net_change).max(1) as u64;
-                (base * p.value as u64).div_ceil(100)
+                base.saturating_mul(p.value as u64).div_ceil(100)
             }
         };
         let remaining = allowed.saturating_sub(used as u64).min(u32::MAX as u64) as u32;
         let next_at = (remaining == 0)
-            .then(|| oldest_of_kind.map(|t| t + p.period.to_chrono()))
+            .then(|| oldest_of_kind.map(|t| p.period.after(t)))
             .flatten();
         let this = Allowance { remaining, next_at };
         combined = Some(match combined {
