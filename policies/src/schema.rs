@@ -3,12 +3,33 @@
 //! The committed copies in `policies/schema/` are checked against these by the test suite, so
 //! editors and CI validation always see the schema the code enforces.
 
-use crate::policy::PolicyFile;
+use crate::policy::{PolicyFile, limits};
 use crate::snapshot::Snapshot;
 
 /// The JSON Schema of the policy file.
 pub fn policy_schema() -> serde_json::Value {
-    sorted(&serde_json::to_value(schemars::schema_for!(PolicyFile)).unwrap_or_default())
+    let mut schema = serde_json::to_value(schemars::schema_for!(PolicyFile)).unwrap_or_default();
+    describe_duration_ranges(&mut schema);
+    sorted(&schema)
+}
+
+/// Appends each duration field's allowed range ([`limits::DURATION_FIELDS`]) to its
+/// description, so that the schema and the policy reference show the bounds validation applies.
+fn describe_duration_ranges(schema: &mut serde_json::Value) {
+    for (def, field, range) in limits::DURATION_FIELDS {
+        let pointer = format!("/$defs/{def}/properties/{field}/description");
+        if let Some(serde_json::Value::String(description)) = schema.pointer_mut(&pointer) {
+            description.push_str(&allowed(range));
+        }
+    }
+}
+
+fn allowed(range: limits::DurationRange) -> String {
+    format!(
+        " Allowed: {} to {}.",
+        limits::show(range.min),
+        limits::show(range.max)
+    )
 }
 
 /// The JSON Schema of the snapshot file.
@@ -170,5 +191,26 @@ fn describe_def(name: &str, defs: &serde_json::Value) -> String {
         "Duration" => "duration".into(),
         "CronSchedule" => "cron (UTC)".into(),
         _ => format!("[{name}](#{})", name.to_lowercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_duration_range_is_in_the_schema() {
+        let schema = policy_schema();
+        for (def, field, range) in limits::DURATION_FIELDS {
+            let pointer = format!("/$defs/{def}/properties/{field}/description");
+            let description = schema
+                .pointer(&pointer)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            assert!(
+                description.ends_with(&allowed(range)),
+                "{def}.{field}: {description:?}"
+            );
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Loading a policy file: strict parsing plus the semantic checks serde cannot express, every
 //! error with the file, line and column it points at and a hint on how to fix it.
 
+use crate::duration::HumanDuration;
+use crate::policy::limits::{self, DurationRange, show};
 use crate::policy::{PolicyFile, RatePolicy, SelectPolicy, StreamPolicy, Thresholds};
 use std::collections::HashSet;
 use std::fmt;
-use std::time::Duration;
 
 /// Kinesis' hard limit on open shards per stream (`UpdateShardCount` and resharding).
 pub const KINESIS_MAX_SHARDS_PER_STREAM: u32 = 10_000;
@@ -162,10 +163,9 @@ fn display_path(path: &serde_saphyr::path_map::PathKey) -> String {
 /// serde-saphyr renders "message at line L, column C"; we print the location ourselves.
 fn first_line_without_location(text: &str) -> String {
     let line = text.lines().next().unwrap_or(text).trim();
-    match line.rfind(" at line ") {
-        Some(i) => line[..i].to_string(),
-        None => line.to_string(),
-    }
+    line.rsplit_once(" at line ")
+        .map_or(line, |(message, _)| message)
+        .to_string()
 }
 
 /// A path into the document, built as validation descends.
@@ -189,6 +189,16 @@ impl At {
         p.0.push(Seg::Index(i));
         p
     }
+    fn last_key(&self) -> &'static str {
+        self.0
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Seg::Key(k) => Some(*k),
+                Seg::Index(_) => None,
+            })
+            .unwrap_or("value")
+    }
     fn to_garde(&self) -> garde::Path {
         let mut path = garde::Path::empty();
         for seg in &self.0 {
@@ -210,6 +220,32 @@ impl Checker<'_> {
         self.report
             .append(at.to_garde(), garde::Error::new(message));
     }
+
+    /// Checks a duration against its range; `short` and `long` say why a value below or above
+    /// it is refused.
+    fn duration(
+        &mut self,
+        at: &At,
+        value: HumanDuration,
+        range: DurationRange,
+        short: &str,
+        long: &str,
+    ) {
+        let name = at.last_key();
+        let (problem, fix, why) = if value < range.min {
+            ("too short", format!("at least {}", show(range.min)), short)
+        } else if value > range.max {
+            ("too long", format!("at most {}", show(range.max)), long)
+        } else {
+            return;
+        };
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        self.fail(at, format!("{name} {value} is {problem}; use {fix}{why}"));
+    }
 }
 
 impl garde::Validate for PolicyFile {
@@ -223,15 +259,13 @@ impl garde::Validate for PolicyFile {
     ) {
         let mut c = Checker { report };
         let spec = At::default().key("spec");
-        if self.spec.evaluation_interval.0 < Duration::from_secs(10) {
-            c.fail(
-                &spec.key("evaluationInterval"),
-                format!(
-                    "evaluationInterval {} is too short; use at least 10s (metrics have one-minute resolution)",
-                    self.spec.evaluation_interval
-                ),
-            );
-        }
+        c.duration(
+            &spec.key("evaluationInterval"),
+            self.spec.evaluation_interval,
+            limits::EVALUATION_INTERVAL,
+            "metrics have one-minute resolution",
+            "a hot shard would wait that long before it is looked at",
+        );
         if self.spec.streams.is_empty() {
             c.fail(
                 &spec.key("streams"),
@@ -302,30 +336,30 @@ fn check_stream(c: &mut Checker<'_>, at: &At, s: &StreamPolicy) {
             ),
         );
     }
-    if s.metrics_delay.0 > Duration::from_secs(30 * 60) {
-        c.fail(
-            &at.key("metricsDelay"),
-            format!(
-                "metricsDelay {} is longer than 30m; CloudWatch shard metrics arrive within minutes",
-                s.metrics_delay
-            ),
-        );
-    }
+    c.duration(
+        &at.key("metricsDelay"),
+        s.metrics_delay,
+        limits::METRICS_DELAY,
+        "",
+        "CloudWatch shard metrics arrive within minutes",
+    );
     let split = at.key("split");
     check_thresholds(c, &split.key("threshold"), &s.split.threshold);
     check_window(
         c,
         &split.key("stabilizationWindow"),
-        s.split.stabilization_window.0,
+        s.split.stabilization_window,
     );
+    check_cooldown(c, &split.key("cooldown"), s.split.cooldown);
     check_rate(c, &split, s.split.select_policy, &s.split.policies);
     let merge = at.key("merge");
     check_thresholds(c, &merge.key("threshold"), &s.merge.threshold);
     check_window(
         c,
         &merge.key("stabilizationWindow"),
-        s.merge.stabilization_window.0,
+        s.merge.stabilization_window,
     );
+    check_cooldown(c, &merge.key("cooldown"), s.merge.cooldown);
     check_rate(c, &merge, s.merge.select_policy, &s.merge.policies);
     for (metric, split_v, merge_v) in [
         (
@@ -365,11 +399,16 @@ fn check_stream(c: &mut Checker<'_>, at: &At, s: &StreamPolicy) {
                 &bat.key("duration"),
                 "a budget with a duration needs a `schedule` (when it starts), e.g. `schedule: \"0 22 * * *\"`".into(),
             ),
-            (Some(_), Some(d)) if d.0.is_zero() => c.fail(
-                &bat.key("duration"),
-                "duration must be longer than 0s".into(),
-            ),
             _ => {}
+        }
+        if let Some(d) = b.duration {
+            c.duration(
+                &bat.key("duration"),
+                d,
+                limits::BUDGET_DURATION,
+                "a budget must stay active for a while",
+                "a longer window would outlast the next firing of even a `@yearly` schedule; for a budget that is always active, leave out `schedule` and `duration`",
+            );
         }
         if b.splits.is_none() && b.merges.is_none() && b.min_shards.is_none() {
             c.fail(
@@ -424,16 +463,22 @@ fn check_thresholds(c: &mut Checker<'_>, at: &At, t: &Thresholds) {
     }
 }
 
-fn check_window(c: &mut Checker<'_>, at: &At, window: Duration) {
-    if window < Duration::from_secs(60) || window > Duration::from_secs(24 * 3600) {
-        c.fail(
-            at,
-            format!(
-                "stabilizationWindow must be between 1m and 24h (metrics have one-minute resolution), not {}",
-                humantime::format_duration(window)
-            ),
-        );
-    }
+fn check_window(c: &mut Checker<'_>, at: &At, window: HumanDuration) {
+    c.duration(
+        at,
+        window,
+        limits::STABILIZATION_WINDOW,
+        "metrics have one-minute resolution",
+        "the whole window is read from CloudWatch every evaluation",
+    );
+}
+
+fn history_reason() -> String {
+    format!("the controller keeps {} of history", show(limits::HISTORY))
+}
+
+fn check_cooldown(c: &mut Checker<'_>, at: &At, cooldown: HumanDuration) {
+    c.duration(at, cooldown, limits::COOLDOWN, "", &history_reason());
 }
 
 fn check_rate(c: &mut Checker<'_>, at: &At, select: SelectPolicy, policies: &[RatePolicy]) {
@@ -452,11 +497,12 @@ fn check_rate(c: &mut Checker<'_>, at: &At, select: SelectPolicy, policies: &[Ra
                     .into(),
             );
         }
-        if p.period.0 < Duration::from_secs(60) || p.period.0 > Duration::from_secs(24 * 3600) {
-            c.fail(
-                &pat.key("period"),
-                format!("period must be between 1m and 24h, not {}", p.period),
-            );
-        }
+        c.duration(
+            &pat.key("period"),
+            p.period,
+            limits::RATE_PERIOD,
+            "",
+            &history_reason(),
+        );
     }
 }

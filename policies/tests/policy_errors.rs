@@ -120,6 +120,94 @@ fn duplicate_keys_and_multiple_documents_are_rejected() {
     assert!(e.contains("more than one YAML document"), "{e}");
 }
 
+#[test]
+fn evaluation_interval_of_a_million_years_is_rejected_with_line_and_column() {
+    // It used to validate, and the controller then panicked computing its next wake-up
+    // (`DateTime + TimeDelta overflowed`).
+    let e = err(
+        "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  evaluationInterval: 1000000y\n  streams:\n    - name: orders\n",
+    );
+    println!("{e}");
+    assert!(e.starts_with("p.yaml:4:23:"), "{e}");
+    assert!(e.contains("spec.evaluationInterval"), "{e}");
+    assert!(e.contains("too long; use at most 1h"), "{e}");
+}
+
+#[test]
+fn cooldown_overflow_is_rejected() {
+    // A cooldown past the end of chrono's calendar panicked the planner (`last + cooldown`).
+    let e = err(&format!(
+        "{HEAD}      split:\n        cooldown: 100000000y\n      merge:\n        cooldown: 25h\n"
+    ));
+    println!("{e}");
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with("p.yaml:7:19: spec.streams[0].split.cooldown"),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with("p.yaml:9:19: spec.streams[0].merge.cooldown"),
+        "{e}"
+    );
+    assert!(
+        e.contains("use at most 24h (the controller keeps 24h of history)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_duration_has_an_upper_bound() {
+    for (yaml, path, line) in [
+        ("      metricsDelay: 31m\n", "metricsDelay", 6),
+        (
+            "      split:\n        stabilizationWindow: 1000000y\n",
+            "split.stabilizationWindow",
+            7,
+        ),
+        (
+            "      merge:\n        policies:\n          - type: Shards\n            value: 1\n            period: 1000000y\n",
+            "merge.policies[0].period",
+            10,
+        ),
+        (
+            "      budgets:\n        - schedule: \"@yearly\"\n          duration: 367d\n          merges: 0\n",
+            "budgets[0].duration",
+            8,
+        ),
+    ] {
+        let e = err(&format!("{HEAD}{yaml}"));
+        println!("{e}");
+        assert!(e.starts_with(&format!("p.yaml:{line}:")), "{e}");
+        assert!(e.contains(&format!("spec.streams[0].{path}")), "{e}");
+        assert!(e.contains("too long; use at most"), "{e}");
+    }
+}
+
+#[test]
+fn durations_beyond_u64_seconds_are_parse_errors() {
+    let e = err(&format!(
+        "{HEAD}      split:\n        cooldown: 99999999999999999999y\n"
+    ));
+    println!("{e}");
+    assert!(e.starts_with("p.yaml:7:"), "{e}");
+    assert!(e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn the_defaults_lie_inside_the_bounds() {
+    use shardctl_policies::policy::{defaults, limits};
+    assert!(limits::EVALUATION_INTERVAL.contains(defaults::EVALUATION_INTERVAL));
+    assert!(limits::METRICS_DELAY.contains(defaults::METRICS_DELAY));
+    assert!(limits::STABILIZATION_WINDOW.contains(defaults::SPLIT_WINDOW));
+    assert!(limits::STABILIZATION_WINDOW.contains(defaults::MERGE_WINDOW));
+    assert!(limits::COOLDOWN.contains(defaults::SPLIT_COOLDOWN));
+    assert!(limits::COOLDOWN.contains(defaults::MERGE_COOLDOWN));
+    for p in defaults::split_rate().iter().chain(&defaults::merge_rate()) {
+        assert!(limits::RATE_PERIOD.contains(p.period));
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
         cases: 2000,
