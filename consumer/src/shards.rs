@@ -107,8 +107,8 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<ShardInfo>
 
 /// The lease rows to create so that every shard with unread data has one.
 ///
-/// * A shard gets a lease unless it has one, or one of its children has one (then its lineage
-///   was processed past it and its row was cleaned up).
+/// * A shard gets a lease unless it has one, or one of its descendants has one (then its
+///   lineage was processed past it and its row was cleaned up; KCL never recreates it either).
 /// * A lease records its parents (`parentShardId`) and hash range.
 /// * A child of a tracked parent starts at `TRIM_HORIZON`, so nothing between the parent's end and
 ///   the child's start is skipped. Shards without tracked parents start at `initial`; with
@@ -136,15 +136,7 @@ pub fn plan_shard_sync(
     initial: InitialPosition,
 ) -> Vec<Lease> {
     let have: HashMap<&str, &Lease> = existing.iter().map(|l| (l.lease_key.as_str(), l)).collect();
-    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
-    for shard in listed {
-        for parent in &shard.parents {
-            children
-                .entry(parent.as_str())
-                .or_default()
-                .push(shard.shard_id.as_str());
-        }
-    }
+    let lineage = crate::drain::lineage_of(listed);
     let by_id: BTreeMap<&str, &ShardInfo> =
         listed.iter().map(|s| (s.shard_id.as_str(), s)).collect();
 
@@ -172,10 +164,14 @@ pub fn plan_shard_sync(
             if have.contains_key(id) {
                 continue;
             }
-            let child_tracked = children
-                .get(id)
-                .is_some_and(|cs| cs.iter().any(|c| have.contains_key(c)));
-            if child_tracked {
+            // As KCL's shard syncer: never (re)create a lease for an ancestor of a shard that
+            // has one. Its lineage was read past it and its row was cleaned up (KCL deletes
+            // finished leases, generation after generation).
+            let descendant_tracked = lineage
+                .descendants(id)
+                .into_iter()
+                .any(|d| have.contains_key(d));
+            if descendant_tracked {
                 continue;
             }
             // A parent is tracked when it has a row, or a planned row that will really be read.
@@ -231,6 +227,28 @@ mod tests {
         let ids: Vec<_> = planned.iter().map(|l| l.lease_key.as_str()).collect();
         assert_eq!(ids, ["s3"]);
         assert_eq!(planned[0].checkpoint, Checkpoint::TrimHorizon);
+    }
+
+    /// Regression: after KCL's lease cleanup removed two generations, shard sync recreated the
+    /// finished ancestors at TRIM_HORIZON and re-read the whole lineage.
+    #[test]
+    fn kcl_cleanup_of_two_generations_never_recreates_the_lineage() {
+        let listed = [
+            shard("s0", &[], true),
+            shard("s1", &["s0"], true),
+            shard("s2", &["s0"], true),
+            shard("s3", &["s1"], false),
+            shard("s4", &["s1"], false),
+            shard("s5", &["s2"], false),
+        ];
+        // s0 and s1 were deleted after their children progressed; s2 ended and was deleted too.
+        let existing = [
+            Lease::new("s3", Checkpoint::Latest),
+            Lease::new("s4", Checkpoint::ShardEnd),
+            Lease::new("s5", Checkpoint::Latest),
+        ];
+        let planned = plan_shard_sync(&listed, &existing, InitialPosition::TrimHorizon);
+        assert!(planned.is_empty(), "{planned:?}");
     }
 
     #[test]

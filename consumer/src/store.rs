@@ -13,19 +13,13 @@ use aws_sdk_dynamodb::types::{
 use tracing::{debug, info};
 
 use crate::lease::{Checkpoint, Lease, attr};
+use shardctl_lease::{Row, sdk};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A lease row that could not be read. The row is kept out of decisions, never treated as absent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LeaseRowError {
-    /// A required attribute is missing.
-    #[error("attribute {0} is missing")]
-    Missing(&'static str),
-    /// An attribute has an unexpected type or value.
-    #[error("attribute {0} is malformed")]
-    Malformed(&'static str),
-}
+/// A lease row that could not be read (the shared model's error). The row is kept out of
+/// decisions, never treated as absent.
+pub use shardctl_lease::RowError as LeaseRowError;
 
 /// Errors of [`LeaseStore`] operations.
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +108,11 @@ pub struct LeaseScan {
     /// Rows that could not be read, by `leaseKey` when it was readable. They are unknown, so the
     /// worker neither takes them nor counts them as drained.
     pub unreadable: Vec<(Option<String>, LeaseRowError)>,
+    /// KCL 3.5+ rows that are not leases (coordinator state, worker metrics), skipped.
+    pub non_lease_rows: usize,
 }
 
-/// Reads a KCL lease row.
+/// Reads a KCL lease row (by the shared model, [`shardctl_lease::lease_from_item`]).
 ///
 /// ```
 /// use std::collections::HashMap;
@@ -131,62 +127,7 @@ pub struct LeaseScan {
 /// assert_eq!(lease.lease_counter, 3);
 /// ```
 pub fn lease_from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseRowError> {
-    fn s<'a>(
-        item: &'a HashMap<String, AttributeValue>,
-        name: &'static str,
-    ) -> Result<Option<&'a String>, LeaseRowError> {
-        match item.get(name) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(AttributeValue::S(v)) => Ok(Some(v)),
-            Some(_) => Err(LeaseRowError::Malformed(name)),
-        }
-    }
-    fn n(
-        item: &HashMap<String, AttributeValue>,
-        name: &'static str,
-    ) -> Result<Option<u64>, LeaseRowError> {
-        match item.get(name) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(AttributeValue::N(v)) => v
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| LeaseRowError::Malformed(name)),
-            Some(_) => Err(LeaseRowError::Malformed(name)),
-        }
-    }
-    fn ss(
-        item: &HashMap<String, AttributeValue>,
-        name: &'static str,
-    ) -> Result<BTreeSet<String>, LeaseRowError> {
-        match item.get(name) {
-            None | Some(AttributeValue::Null(_)) => Ok(BTreeSet::new()),
-            Some(AttributeValue::Ss(v)) => Ok(v.iter().cloned().collect()),
-            // Some writers store a single parent as a plain string.
-            Some(AttributeValue::S(v)) => Ok(BTreeSet::from([v.clone()])),
-            Some(_) => Err(LeaseRowError::Malformed(name)),
-        }
-    }
-    let lease_key = s(item, attr::LEASE_KEY)?
-        .ok_or(LeaseRowError::Missing(attr::LEASE_KEY))?
-        .clone();
-    let lease_counter =
-        n(item, attr::LEASE_COUNTER)?.ok_or(LeaseRowError::Missing(attr::LEASE_COUNTER))?;
-    let checkpoint_value =
-        s(item, attr::CHECKPOINT)?.ok_or(LeaseRowError::Missing(attr::CHECKPOINT))?;
-    let sub = n(item, attr::CHECKPOINT_SUB_SEQUENCE_NUMBER)?.unwrap_or(0);
-    Ok(Lease {
-        lease_key,
-        lease_owner: s(item, attr::LEASE_OWNER)?.cloned(),
-        lease_counter,
-        checkpoint: Checkpoint::parse(checkpoint_value, sub),
-        owner_switches_since_checkpoint: n(item, attr::OWNER_SWITCHES_SINCE_CHECKPOINT)?
-            .unwrap_or(0),
-        parent_shard_ids: ss(item, attr::PARENT_SHARD_ID)?,
-        child_shard_ids: ss(item, attr::CHILD_SHARD_IDS)?,
-        starting_hash_key: s(item, attr::STARTING_HASH_KEY)?.cloned(),
-        ending_hash_key: s(item, attr::ENDING_HASH_KEY)?.cloned(),
-        checkpoint_owner: s(item, attr::CHECKPOINT_OWNER)?.cloned(),
-    })
+    shardctl_lease::lease_from_item(&sdk::from_sdk(item))
 }
 
 /// Writes a KCL lease row (empty sets and absent values are omitted, as DynamoDB requires).
@@ -198,52 +139,7 @@ pub fn lease_from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, 
 /// assert_eq!(lease_from_item(&lease_to_item(&lease)).unwrap(), lease);
 /// ```
 pub fn lease_to_item(lease: &Lease) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::new();
-    item.insert(
-        attr::LEASE_KEY.into(),
-        AttributeValue::S(lease.lease_key.clone()),
-    );
-    if let Some(owner) = &lease.lease_owner {
-        item.insert(attr::LEASE_OWNER.into(), AttributeValue::S(owner.clone()));
-    }
-    item.insert(
-        attr::LEASE_COUNTER.into(),
-        AttributeValue::N(lease.lease_counter.to_string()),
-    );
-    item.insert(
-        attr::CHECKPOINT.into(),
-        AttributeValue::S(lease.checkpoint.as_str().to_owned()),
-    );
-    item.insert(
-        attr::CHECKPOINT_SUB_SEQUENCE_NUMBER.into(),
-        AttributeValue::N(lease.checkpoint.sub_sequence_number().to_string()),
-    );
-    item.insert(
-        attr::OWNER_SWITCHES_SINCE_CHECKPOINT.into(),
-        AttributeValue::N(lease.owner_switches_since_checkpoint.to_string()),
-    );
-    if !lease.parent_shard_ids.is_empty() {
-        item.insert(
-            attr::PARENT_SHARD_ID.into(),
-            AttributeValue::Ss(lease.parent_shard_ids.iter().cloned().collect()),
-        );
-    }
-    if !lease.child_shard_ids.is_empty() {
-        item.insert(
-            attr::CHILD_SHARD_IDS.into(),
-            AttributeValue::Ss(lease.child_shard_ids.iter().cloned().collect()),
-        );
-    }
-    if let Some(k) = &lease.starting_hash_key {
-        item.insert(attr::STARTING_HASH_KEY.into(), AttributeValue::S(k.clone()));
-    }
-    if let Some(k) = &lease.ending_hash_key {
-        item.insert(attr::ENDING_HASH_KEY.into(), AttributeValue::S(k.clone()));
-    }
-    if let Some(o) = &lease.checkpoint_owner {
-        item.insert(attr::CHECKPOINT_OWNER.into(), AttributeValue::S(o.clone()));
-    }
-    item
+    sdk::to_sdk(&shardctl_lease::lease_to_item(lease))
 }
 
 fn n(v: u64) -> AttributeValue {
@@ -363,15 +259,11 @@ impl LeaseStore {
                 .await
                 .map_err(|e| dynamo_error("Scan", e))?;
             for item in page.items() {
-                match lease_from_item(item) {
-                    Ok(lease) => out.leases.push(lease),
-                    Err(err) => {
-                        let key = match item.get(attr::LEASE_KEY) {
-                            Some(AttributeValue::S(k)) => Some(k.clone()),
-                            _ => None,
-                        };
-                        out.unreadable.push((key, err));
-                    }
+                match Row::read(&sdk::from_sdk(item)) {
+                    Row::Lease(lease) => out.leases.push(*lease),
+                    // KCL 3.5+ coordinator state and worker metrics share the table.
+                    Row::NotALease { .. } => out.non_lease_rows += 1,
+                    Row::Malformed { key, error } => out.unreadable.push((key, error)),
                 }
             }
             match page.last_evaluated_key {
@@ -415,11 +307,13 @@ impl LeaseStore {
     }
 
     /// Takes an unowned or expired lease: sets the owner to `me` (and clears any stale handoff
-    /// marker) if `leaseCounter` still equals `expected_counter`. Returns the new counter.
+    /// marker) if `leaseCounter` still equals `expected_counter`. `ownerSwitchesSinceCheckpoint`
+    /// counts owner changes only, as KCL's: it grows when `previous_owner` was another worker.
+    /// Returns the new counter.
     ///
     /// ```no_run
     /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
-    /// let counter = store.take("shardId-000000000000", 0, "worker-a").await?;
+    /// let counter = store.take("shardId-000000000000", 0, None, "worker-a").await?;
     /// assert_eq!(counter, 1);
     /// # Ok(()) }
     /// ```
@@ -427,26 +321,35 @@ impl LeaseStore {
         &self,
         lease_key: &str,
         expected_counter: u64,
+        previous_owner: Option<&str>,
         me: &str,
     ) -> Result<u64, LeaseStoreError> {
+        let switched = previous_owner.is_some_and(|p| p != me);
+        let mut names = vec![
+            ("#owner", attr::LEASE_OWNER),
+            ("#counter", attr::LEASE_COUNTER),
+            ("#cpowner", attr::CHECKPOINT_OWNER),
+        ];
+        let mut values = vec![
+            (":me", AttributeValue::S(me.to_owned())),
+            (":next", n(expected_counter + 1)),
+            (":expected", n(expected_counter)),
+        ];
+        let update = if switched {
+            names.push(("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT));
+            values.push((":zero", n(0)));
+            values.push((":one", n(1)));
+            "SET #owner = :me, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one REMOVE #cpowner"
+        } else {
+            "SET #owner = :me, #counter = :next REMOVE #cpowner"
+        };
         self.update(
             "take",
             lease_key,
-            "SET #owner = :me, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one REMOVE #cpowner",
+            update,
             "#counter = :expected",
-            &[
-                ("#owner", attr::LEASE_OWNER),
-                ("#counter", attr::LEASE_COUNTER),
-                ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
-                ("#cpowner", attr::CHECKPOINT_OWNER),
-            ],
-            vec![
-                (":me", AttributeValue::S(me.to_owned())),
-                (":next", n(expected_counter + 1)),
-                (":expected", n(expected_counter)),
-                (":zero", n(0)),
-                (":one", n(1)),
-            ],
+            &names,
+            values,
         )
         .await?;
         Ok(expected_counter + 1)
@@ -472,7 +375,9 @@ impl LeaseStore {
             "steal",
             lease_key,
             "SET #owner = :me, #cpowner = :victim, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one",
-            "#counter = :expected AND #owner = :victim",
+            // A second steal must not overwrite an ongoing handoff's marker: the first thief
+            // and the victim would both go on processing.
+            "#counter = :expected AND #owner = :victim AND attribute_not_exists(#cpowner)",
             &[
                 ("#owner", attr::LEASE_OWNER),
                 ("#counter", attr::LEASE_COUNTER),
@@ -530,6 +435,13 @@ impl LeaseStore {
                 AttributeValue::Ss(child_shard_ids.iter().cloned().collect()),
             ));
         }
+        // A checkpoint commits: KCL's prepared (pending) checkpoint is gone with it.
+        update.push_str(" REMOVE #pcp, #pcpsub, #pcpstate");
+        names.extend([
+            ("#pcp", attr::PENDING_CHECKPOINT),
+            ("#pcpsub", attr::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER),
+            ("#pcpstate", attr::PENDING_CHECKPOINT_STATE),
+        ]);
         self.update(
             "handoff_checkpoint",
             lease_key,
@@ -560,6 +472,39 @@ impl LeaseStore {
             vec![(":who", AttributeValue::S(who.to_owned()))],
         )
         .await
+    }
+
+    /// Deletes a finished lease, only while its checkpoint is still `SHARD_END`. Returns whether
+    /// it deleted a row. Callers decide with
+    /// [`shardctl_lease::DrainView::may_delete`] (KCL's cleanup precondition).
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// store.delete_finished("shardId-000000000000").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_finished(&self, lease_key: &str) -> Result<bool, LeaseStoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
+            .condition_expression("#cp = :end")
+            .expression_attribute_names("#cp", attr::CHECKPOINT)
+            .expression_attribute_values(":end", AttributeValue::S(Checkpoint::SHARD_END.into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(dynamo_error("DeleteItem", err)),
+        }
     }
 
     /// Reads one row (strongly consistent). `Ok(None)` when absent.
@@ -667,6 +612,13 @@ impl LeaseStore {
                 AttributeValue::Ss(child_shard_ids.iter().cloned().collect()),
             ));
         }
+        // A checkpoint commits: KCL's prepared (pending) checkpoint is gone with it.
+        update.push_str(" REMOVE #pcp, #pcpsub, #pcpstate");
+        names.extend([
+            ("#pcp", attr::PENDING_CHECKPOINT),
+            ("#pcpsub", attr::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER),
+            ("#pcpstate", attr::PENDING_CHECKPOINT_STATE),
+        ]);
         self.update(
             "checkpoint",
             lease_key,
@@ -823,10 +775,13 @@ mod tests {
             ("leaseCounter", AttributeValue::S("1".into())),
             ("checkpoint", AttributeValue::S("LATEST".into())),
         ]);
-        assert_eq!(
+        assert!(matches!(
             lease_from_item(&row),
-            Err(LeaseRowError::Malformed(attr::LEASE_COUNTER))
-        );
+            Err(LeaseRowError::Malformed {
+                name: "leaseCounter",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::drain::{DrainView, ParentState};
+use crate::drain::{DrainState, Lineage, ScannedRows, lineage_of, parent_states};
 use crate::lease::{Checkpoint, Lease};
 use crate::ownership::{AcquireKind, BalancePolicy, LeaseObserver, Tenure, plan_acquisitions};
 use crate::processor::{
@@ -55,6 +55,10 @@ pub struct WorkerConfig {
     pub max_steal_at_once: usize,
     /// Upper bound of leases held by this worker. Default unbounded.
     pub max_leases_per_worker: usize,
+    /// How often finished leases are deleted under KCL's precondition (every child started, no
+    /// parent row left), so the table stops growing; `None` keeps every row. Default 5 minutes,
+    /// KCL's completed-lease cleanup interval.
+    pub lease_cleanup_interval: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -77,7 +81,20 @@ impl WorkerConfig {
             shard_sync_interval: Duration::from_secs(60),
             max_steal_at_once: 1,
             max_leases_per_worker: usize::MAX,
+            lease_cleanup_interval: Some(Duration::from_secs(300)),
         }
+    }
+
+    /// Sets how often finished leases are cleaned up (`None`: never).
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_lease_cleanup_interval(None);
+    /// assert!(c.lease_cleanup_interval.is_none());
+    /// ```
+    pub fn with_lease_cleanup_interval(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.lease_cleanup_interval = interval;
+        self
     }
 
     /// Sets the failover time.
@@ -212,7 +229,8 @@ struct Held {
 struct Snapshot {
     leases: Vec<Lease>,
     unreadable: BTreeSet<String>,
-    listed: Option<BTreeSet<String>>,
+    /// The stream's lineage, once shards were listed.
+    listed: Option<Arc<Lineage>>,
 }
 
 struct Inner<F: ProcessorFactory> {
@@ -424,8 +442,8 @@ impl<F: ProcessorFactory> Inner<F> {
         &self.config.worker_id
     }
 
-    /// Lists shards and creates missing leases. Returns the listed shard ids.
-    async fn shard_sync(&self) -> Result<BTreeSet<String>, WorkerError> {
+    /// Lists shards and creates missing leases. Returns the stream's lineage.
+    async fn shard_sync(&self) -> Result<Arc<Lineage>, WorkerError> {
         let shards = list_shards(&self.kinesis, &self.config.stream_name).await?;
         let scan = self.store.scan().await?;
         for lease in plan_shard_sync(&shards, &scan.leases, self.config.initial_position) {
@@ -434,13 +452,14 @@ impl<F: ProcessorFactory> Inner<F> {
                       parents = ?lease.parent_shard_ids, "lease created");
             }
         }
-        Ok(shards.into_iter().map(|s| s.shard_id).collect())
+        Ok(Arc::new(lineage_of(&shards)))
     }
 
     async fn coordinate(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut observer = LeaseObserver::default();
         let mut last_sync = Instant::now();
-        let mut listed: Option<BTreeSet<String>> = self.snapshot.borrow().listed.clone();
+        let mut last_cleanup = Instant::now();
+        let mut listed: Option<Arc<Lineage>> = self.snapshot.borrow().listed.clone();
         let policy = self.config.balance_policy();
         loop {
             if *stop.borrow() {
@@ -448,7 +467,7 @@ impl<F: ProcessorFactory> Inner<F> {
             }
             if last_sync.elapsed() >= self.config.shard_sync_interval {
                 match self.shard_sync().await {
-                    Ok(ids) => listed = Some(ids),
+                    Ok(lineage) => listed = Some(lineage),
                     Err(e) => warn!(worker = %self.me(), error = %e, "shard sync failed"),
                 }
                 last_sync = Instant::now();
@@ -476,6 +495,14 @@ impl<F: ProcessorFactory> Inner<F> {
                         .filter(|l| !unreadable.contains(&l.lease_key))
                         .cloned()
                         .collect();
+                    if let (Some(every), Some(lineage)) =
+                        (self.config.lease_cleanup_interval, listed.as_deref())
+                        && last_cleanup.elapsed() >= every
+                    {
+                        last_cleanup = Instant::now();
+                        self.clean_up_finished(&scan.leases, &unreadable, lineage)
+                            .await;
+                    }
                     let plan =
                         plan_acquisitions(self.me(), &candidates, &held, &observer, now, &policy);
                     self.snapshot.send_replace(Arc::new(Snapshot {
@@ -493,7 +520,12 @@ impl<F: ProcessorFactory> Inner<F> {
                             }
                             _ => {
                                 self.store
-                                    .take(&acq.lease_key, acq.expected_counter, self.me())
+                                    .take(
+                                        &acq.lease_key,
+                                        acq.expected_counter,
+                                        acq.previous_owner.as_deref(),
+                                        self.me(),
+                                    )
                                     .await
                             }
                         };
@@ -520,6 +552,29 @@ impl<F: ProcessorFactory> Inner<F> {
                 _ = tokio::time::sleep(self.config.take_interval()) => {}
                 _ = self.sync_now.notified() => { last_sync = Instant::now() - self.config.shard_sync_interval; }
                 _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Deletes the finished leases that KCL's lease cleanup would delete (see
+    /// [`shardctl_lease::DrainView::may_delete`]); the drain rule reads them as drained after.
+    async fn clean_up_finished(
+        &self,
+        leases: &[Lease],
+        unreadable: &BTreeSet<String>,
+        lineage: &Lineage,
+    ) {
+        let rows = ScannedRows::new(leases, unreadable);
+        let view = shardctl_lease::DrainView::new(lineage, &rows);
+        for lease in leases.iter().filter(|l| view.may_delete(l)) {
+            match self.store.delete_finished(&lease.lease_key).await {
+                Ok(true) => {
+                    info!(worker = %self.me(), shard = %lease.lease_key, "finished lease cleaned up")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(worker = %self.me(), shard = %lease.lease_key, error = %e, "lease cleanup failed")
+                }
             }
         }
     }
@@ -666,16 +721,17 @@ impl<F: ProcessorFactory> Inner<F> {
         {
             return ParentsReady::Waiting;
         }
-        let Some(listed) = &snap.listed else {
+        let Some(lineage) = &snap.listed else {
             return ParentsReady::Waiting;
         };
-        let states = DrainView::new(&snap.leases, listed).parent_states(lease);
-        if states.values().all(|s| s.allows_child()) {
+        let rows = ScannedRows::new(&snap.leases, &snap.unreadable);
+        let states = parent_states(lease, &rows, lineage);
+        if states.iter().all(|(_, s)| s.is_drained()) {
             return ParentsReady::Ready;
         }
         let missing: Vec<String> = states
             .into_iter()
-            .filter(|(_, s)| *s == ParentState::MissingButListed)
+            .filter(|(_, s)| *s == DrainState::Unknown)
             .map(|(p, _)| p)
             .collect();
         if missing.is_empty() {
@@ -778,11 +834,11 @@ impl<F: ProcessorFactory> Inner<F> {
                 ParentsReady::Waiting => {}
                 ParentsReady::MissingRows(parents) => {
                     if !warned_missing {
-                        // Unlike KCL, a missing row of a shard the stream still lists is unknown,
-                        // not drained: the child waits until the row reappears or the parent
-                        // expires past retention (this library never deletes lease rows).
+                        // Unlike KCL, a missing row of a shard the stream still lists, with no
+                        // descendant past its start, is unknown, not drained: the child waits
+                        // until the row reappears or the parent expires past retention.
                         warn!(worker = %self.me(), shard = %key, parents = ?parents,
-                              "parent lease rows missing while the stream still lists the parents; child waits");
+                              "parent lease rows missing while the stream still lists the parents and no descendant has started; child waits");
                         warned_missing = true;
                     }
                 }

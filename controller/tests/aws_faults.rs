@@ -354,7 +354,10 @@ async fn dynamodb_throttling_and_cancelled_transactions_are_classified_and_retri
     let (aws, telemetry) = backend(&fake, 6);
     let rows = aws
         .lease_tables
-        .rows("billing-leases", &shardctl_lease::StreamFilter::named("orders"))
+        .rows(
+            "billing-leases",
+            &shardctl_lease::StreamFilter::named("orders"),
+        )
         .await
         .unwrap();
     assert_eq!(rows.leases.len(), 1, "{rows:?}");

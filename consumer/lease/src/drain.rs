@@ -293,6 +293,45 @@ impl<'a, R: LeaseRows> DrainView<'a, R> {
         parents.into_iter().all(|p| self.state(p).is_drained())
     }
 
+    /// KCL's precondition before its lease cleanup deletes a finished lease, and so this
+    /// library's: the lease is at `SHARD_END`, every child (from `childShardIds`, else the
+    /// lineage) has a lease past its start, and no parent still has a row. After the deletion
+    /// [`DrainView::state`] reads the shard as [`DrainState::CleanedUp`]: the two rules are one.
+    ///
+    /// ```
+    /// use shardctl_lease::{Checkpoint, DrainView, Lease, Lineage, StreamFilter, TableRows};
+    /// let lineage = Lineage::new([("p", vec![]), ("c1", vec!["p"]), ("c2", vec!["p"])]);
+    /// let mut rows = TableRows::new(StreamFilter::named("s"));
+    /// for (id, cp) in [("p", "SHARD_END"), ("c1", "7"), ("c2", "TRIM_HORIZON")] {
+    ///     rows.leases.insert(id.into(), Lease::new(id, Checkpoint::parse(cp, 0).unwrap()));
+    /// }
+    /// let view = DrainView::new(&lineage, &rows);
+    /// assert!(!view.may_delete(&rows.leases["p"])); // c2 has not started
+    /// ```
+    pub fn may_delete(&self, lease: &crate::row::Lease) -> bool {
+        let shard_id = lease.shard_id();
+        if !lease.is_finished() {
+            return false;
+        }
+        let children: Vec<&str> = if lease.child_shard_ids.is_empty() {
+            self.lineage
+                .children(&shard_id)
+                .iter()
+                .map(String::as_str)
+                .collect()
+        } else {
+            lease.child_shard_ids.iter().map(String::as_str).collect()
+        };
+        !children.is_empty()
+            && children
+                .iter()
+                .all(|c| matches!(self.rows.row(c), RowState::Lease(cp) if cp.is_past_start()))
+            && lease
+                .parent_shard_ids
+                .iter()
+                .all(|p| self.rows.row(p) == RowState::Absent)
+    }
+
     /// The first listed ancestor of `shard_id` (nearest first) that is not drained, with its state.
     pub fn first_undrained_ancestor(&self, shard_id: &str) -> Option<(String, DrainState)> {
         self.lineage.ancestors(shard_id).into_iter().find_map(|a| {
@@ -373,6 +412,26 @@ mod tests {
         let state = DrainView::new(&l, &r).state("s0");
         assert!(!state.is_drained());
         assert!(state.to_string().contains("checkpoint is missing"));
+    }
+
+    #[test]
+    fn a_lease_deleted_under_the_cleanup_rule_still_reads_as_drained() {
+        let l = lineage();
+        let mut r = rows(&[
+            ("s0", Checkpoint::ShardEnd),
+            ("s1", Checkpoint::ShardEnd),
+            ("s2", seq(4)),
+            ("s3", seq(1)),
+            ("s4", Checkpoint::TrimHorizon),
+        ]);
+        let view = DrainView::new(&l, &r);
+        assert!(view.may_delete(&r.leases["s0"]));
+        // s1 still has a parent row, and s4 has not started.
+        assert!(!view.may_delete(&r.leases["s1"]));
+        r.leases.remove("s0");
+        let view = DrainView::new(&l, &r);
+        assert!(!view.may_delete(&r.leases["s1"]), "s4 has not started");
+        assert!(matches!(view.state("s0"), DrainState::CleanedUp { .. }));
     }
 
     #[test]

@@ -266,3 +266,100 @@ async fn children_wait_while_a_listed_parent_has_no_lease_row() {
     .await;
     worker.shutdown().await;
 }
+
+/// Finished leases are deleted under KCL's precondition (every child started, no parent row
+/// left), shard sync never recreates them, and the shared drain rule (the controller's gate)
+/// still reads the deleted parent as drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_leases_are_cleaned_up_and_still_read_as_drained() {
+    let Some(aws) = aws().await else { return };
+    let stream = unique("cleanup");
+    let table = unique("cleanup-leases");
+    create_stream(&aws.kinesis, &stream, 1).await;
+    let log = Arc::new(crate::common::Log::default());
+    let config = WorkerConfig::new(&stream, &table)
+        .with_worker_id("w1")
+        .with_failover(Duration::from_secs(3))
+        .with_idle_poll_interval(Duration::from_millis(200))
+        .with_shard_sync_interval(Duration::from_secs(1))
+        .with_lease_cleanup_interval(Some(Duration::from_millis(500)));
+    let worker = Worker::start(
+        config,
+        aws.kinesis.clone(),
+        aws.dynamodb.clone(),
+        crate::common::Recorder::factory("w1", &log, 1),
+    )
+    .await
+    .expect("worker starts");
+    let producer = Producer::new(aws.kinesis.clone(), &stream);
+    let send = |round: u64| {
+        let events = (0..4)
+            .map(|k| {
+                let key = format!("org-{k}");
+                let p = payload(&key, round);
+                Event::new(key, p)
+            })
+            .collect();
+        producer.send(events)
+    };
+    send(0).await.expect("produce");
+    let parent = open_shards(&aws.kinesis, &stream).await.remove(0);
+    split(&aws.kinesis, &stream, &parent).await;
+    for round in 1..4 {
+        send(round).await.expect("produce");
+    }
+    let store = LeaseStore::new(aws.dynamodb.clone(), &table);
+    eventually(
+        "the parent's finished lease is cleaned up",
+        Duration::from_secs(60),
+        || {
+            let store = store.clone();
+            let id = parent.shard_id.clone();
+            async move { store.get(&id).await.ok().flatten().is_none().then_some(()) }
+        },
+    )
+    .await;
+    let per_key: BTreeMap<String, u64> = (0..4).map(|k| (format!("org-{k}"), 4)).collect();
+    eventually("every event delivered", Duration::from_secs(60), || {
+        let n = log.deliveries.lock().unwrap().len();
+        async move { (n >= 16).then_some(()) }
+    })
+    .await;
+    assert!(check_order_and_completeness(&log, &per_key).is_empty());
+
+    // Two more shard syncs: the deleted parent is not recreated.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let scan = store.scan().await.expect("scan");
+    assert!(
+        scan.leases.iter().all(|l| l.lease_key != parent.shard_id),
+        "the finished parent was recreated: {:?}",
+        scan.leases
+    );
+    // The controller's gate reads the table with the same rule: the parent is drained.
+    let listed = shardctl_consumer::shards::list_shards(&aws.kinesis, &stream)
+        .await
+        .expect("list");
+    let lineage = shardctl_consumer::drain::lineage_of(&listed);
+    let items = aws
+        .dynamodb
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("scan");
+    let rows = shardctl_lease::TableRows::read(
+        shardctl_lease::StreamFilter::named(&stream),
+        items
+            .items()
+            .iter()
+            .map(shardctl_lease::sdk::from_sdk)
+            .collect::<Vec<_>>()
+            .iter(),
+    );
+    let state = shardctl_lease::DrainView::new(&lineage, &rows).state(&parent.shard_id);
+    assert!(
+        matches!(state, shardctl_lease::DrainState::CleanedUp { .. }),
+        "{state:?}"
+    );
+    worker.shutdown().await;
+}

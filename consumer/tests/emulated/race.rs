@@ -42,7 +42,15 @@ async fn racing_takes_on_the_lease_table_have_one_winner_per_counter() {
                 for _ in 0..10 {
                     let scan = store.scan().await.unwrap();
                     for lease in scan.leases {
-                        match store.take(&lease.lease_key, lease.lease_counter, &me).await {
+                        match store
+                            .take(
+                                &lease.lease_key,
+                                lease.lease_counter,
+                                lease.lease_owner.as_deref(),
+                                &me,
+                            )
+                            .await
+                        {
                             Ok(counter) => {
                                 wins.lock()
                                     .unwrap()
