@@ -551,6 +551,10 @@ mod tests {
         tenures: HashMap<String, Tenure>,
         /// Leases stolen from us with a handoff marker naming us.
         handing_off: HashSet<String>,
+        /// Leases we stole and whose previous owner has not handed off yet.
+        awaiting: HashSet<String>,
+        /// Leases whose previous owner we fenced off: not before this instant.
+        fenced_until: HashMap<String, Instant>,
     }
 
     impl Worker {
@@ -612,6 +616,8 @@ mod tests {
                 observer: LeaseObserver::default(),
                 tenures: HashMap::new(),
                 handing_off: HashSet::new(),
+                awaiting: HashSet::new(),
+                fenced_until: HashMap::new(),
             })
             .collect();
         for op in ops {
@@ -629,27 +635,57 @@ mod tests {
                     let sent = now;
                     now += Duration::from_millis(delay_ms);
                     for acq in plan {
-                        if let Some(counter) = conditional(
-                            &mut table,
-                            &acq.lease_key,
-                            acq.expected_counter,
-                            None,
-                            Some(Some(w.id.clone())),
-                        ) {
-                            // A steal names the victim as checkpoint owner; a take clears it.
-                            if let Some(row) =
-                                table.iter_mut().find(|l| l.lease_key == acq.lease_key)
-                            {
-                                row.checkpoint_owner = match acq.kind {
-                                    AcquireKind::Steal => acq.previous_owner.clone(),
-                                    AcquireKind::Take => None,
-                                };
+                        let me = w.id.clone();
+                        match acq.kind {
+                            AcquireKind::Take => {
+                                if let Some(counter) = conditional(
+                                    &mut table,
+                                    &acq.lease_key,
+                                    acq.expected_counter,
+                                    None,
+                                    Some(Some(me)),
+                                ) {
+                                    if let Some(row) =
+                                        table.iter_mut().find(|l| l.lease_key == acq.lease_key)
+                                    {
+                                        row.checkpoint_owner = None;
+                                    }
+                                    w.handing_off.remove(&acq.lease_key);
+                                    w.awaiting.remove(&acq.lease_key);
+                                    w.tenures.insert(
+                                        acq.lease_key,
+                                        Tenure::acquired(counter, sent, FAILOVER, acq.kind),
+                                    );
+                                }
                             }
-                            w.handing_off.remove(&acq.lease_key);
-                            w.tenures.insert(
-                                acq.lease_key,
-                                Tenure::acquired(counter, sent, FAILOVER, acq.kind),
-                            );
+                            // KCL 3's graceful handoff: owner and marker change, the counter
+                            // does not; refused while another handoff is under way.
+                            AcquireKind::Steal => {
+                                let Some(row) =
+                                    table.iter_mut().find(|l| l.lease_key == acq.lease_key)
+                                else {
+                                    continue;
+                                };
+                                if row.lease_counter != acq.expected_counter
+                                    || row.lease_owner != acq.previous_owner
+                                    || row.checkpoint_owner.is_some()
+                                {
+                                    continue;
+                                }
+                                row.lease_owner = Some(me);
+                                row.checkpoint_owner = acq.previous_owner.clone();
+                                w.handing_off.remove(&acq.lease_key);
+                                w.awaiting.insert(acq.lease_key.clone());
+                                w.tenures.insert(
+                                    acq.lease_key,
+                                    Tenure::acquired(
+                                        acq.expected_counter,
+                                        sent,
+                                        FAILOVER,
+                                        acq.kind,
+                                    ),
+                                );
+                            }
                         }
                     }
                 }
@@ -663,12 +699,12 @@ mod tests {
                     let keys: Vec<String> = w.tenures.keys().cloned().collect();
                     for key in keys {
                         let tenure = w.tenures[&key];
+                        if w.handing_off.contains(&key) || w.awaiting.contains(&key) {
+                            continue;
+                        }
                         if tenure.is_lapsed(sent) {
                             w.tenures.remove(&key);
                             w.handing_off.remove(&key);
-                            continue;
-                        }
-                        if w.handing_off.contains(&key) {
                             continue;
                         }
                         match conditional(&mut table, &key, tenure.counter, Some(Some(&w.id)), None)
@@ -699,6 +735,7 @@ mod tests {
                         continue;
                     }
                     w.handing_off.clear();
+                    w.awaiting.clear();
                     for (key, tenure) in std::mem::take(&mut w.tenures) {
                         // A stolen lease whose tenure has not started must not be released: the
                         // victim may still believe it holds it. It is dropped and expires instead.
@@ -719,12 +756,14 @@ mod tests {
                         continue;
                     }
                     for key in std::mem::take(&mut w.handing_off) {
-                        // Stop first, then clear the marker (conditional on it naming us).
+                        // Stop first, then clear the marker and bump the counter (conditional
+                        // on the marker naming us).
                         w.tenures.remove(&key);
                         if let Some(row) = table.iter_mut().find(|l| l.lease_key == key)
                             && row.checkpoint_owner.as_deref() == Some(w.id.as_str())
                         {
                             row.checkpoint_owner = None;
+                            row.lease_counter += 1;
                         }
                     }
                 }
@@ -734,16 +773,34 @@ mod tests {
                         continue;
                     }
                     let me = w.id.clone();
-                    for (key, tenure) in w.tenures.iter_mut() {
-                        let Some(row) = table.iter_mut().find(|l| &l.lease_key == key) else {
+                    for key in w.awaiting.clone() {
+                        let Some(row) = table.iter_mut().find(|l| l.lease_key == key) else {
                             continue;
                         };
                         if row.lease_owner.as_deref() != Some(me.as_str()) {
+                            w.awaiting.remove(&key);
+                            w.tenures.remove(&key);
                             continue;
                         }
+                        let Some(tenure) = w.tenures.get_mut(&key) else {
+                            w.awaiting.remove(&key);
+                            continue;
+                        };
                         match &row.checkpoint_owner {
-                            None => tenure.handed_over(now),
-                            Some(_) if now >= tenure.valid_from() => row.checkpoint_owner = None,
+                            None if w.fenced_until.get(&key).is_some_and(|t| now < *t) => {}
+                            None => {
+                                // Our tenure starts with a renewal of the counter the handoff
+                                // (or our fence) wrote: others time expiry from that write.
+                                row.lease_counter += 1;
+                                tenure.renewed(row.lease_counter, now, FAILOVER);
+                                tenure.handed_over(now);
+                                w.awaiting.remove(&key);
+                            }
+                            Some(_) if now >= tenure.valid_from() => {
+                                row.checkpoint_owner = None;
+                                row.lease_counter += 1;
+                                w.fenced_until.insert(key.clone(), now + FAILOVER);
+                            }
                             Some(_) => {}
                         }
                     }

@@ -106,6 +106,10 @@ pub(crate) struct LeaseCell {
     pub(crate) lost: bool,
     /// The lease was stolen with a graceful handoff: we may write one last checkpoint.
     pub(crate) handoff: bool,
+    /// We stole the lease and wait for its previous owner's last checkpoint (KCL 3's graceful
+    /// handoff: the previous owner is the real owner until it clears `checkpointOwner`), so we
+    /// neither renew nor process yet.
+    pub(crate) awaiting_handoff: bool,
     pub(crate) checkpoint: Checkpoint,
 }
 
@@ -224,6 +228,7 @@ impl Checkpointer {
                 ),
                 lost: true,
                 handoff: false,
+                awaiting_handoff: false,
                 checkpoint: Checkpoint::TrimHorizon,
             })),
             last_delivered: None,

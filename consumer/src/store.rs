@@ -355,9 +355,11 @@ impl LeaseStore {
         Ok(expected_counter + 1)
     }
 
-    /// Steals a lease from a live `victim`: sets the owner to `me` and `checkpointOwner` to the
-    /// victim, so the victim can write one last checkpoint (graceful handoff) before `me` starts.
-    /// Conditional on `leaseCounter`. Returns the new counter.
+    /// Steals a lease from a live `victim` with KCL 3's graceful handoff: sets the owner to `me`
+    /// and `checkpointOwner` to the victim, without touching `leaseCounter`. The victim stays
+    /// the real owner until it wrote its last checkpoint and cleared the marker (bumping the
+    /// counter); `me` starts only then. Refused while another handoff is under way. Returns the
+    /// (unchanged) counter.
     ///
     /// ```no_run
     /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
@@ -374,27 +376,23 @@ impl LeaseStore {
         self.update(
             "steal",
             lease_key,
-            "SET #owner = :me, #cpowner = :victim, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one",
+            "SET #owner = :me, #cpowner = :victim",
             // A second steal must not overwrite an ongoing handoff's marker: the first thief
             // and the victim would both go on processing.
             "#counter = :expected AND #owner = :victim AND attribute_not_exists(#cpowner)",
             &[
                 ("#owner", attr::LEASE_OWNER),
                 ("#counter", attr::LEASE_COUNTER),
-                ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
                 ("#cpowner", attr::CHECKPOINT_OWNER),
             ],
             vec![
                 (":me", AttributeValue::S(me.to_owned())),
                 (":victim", AttributeValue::S(victim.to_owned())),
-                (":next", n(expected_counter + 1)),
                 (":expected", n(expected_counter)),
-                (":zero", n(0)),
-                (":one", n(1)),
             ],
         )
         .await?;
-        Ok(expected_counter + 1)
+        Ok(expected_counter)
     }
 
     /// The handed-off checkpoint: the previous owner of a stolen lease records where it stopped.
@@ -453,9 +451,10 @@ impl LeaseStore {
         .await
     }
 
-    /// Ends a handoff: removes `checkpointOwner` if it is `who`. The previous owner calls it when
-    /// it stopped; the new owner calls it when the previous owner did not answer within the
-    /// failover time (so a late write from it is fenced off).
+    /// Ends a handoff: removes `checkpointOwner` if it is `who` and bumps `leaseCounter` (KCL 3's
+    /// lease transfer). The previous owner calls it when it stopped; the new owner calls it when
+    /// the previous owner did not answer within the failover time, and the bump fences off a
+    /// previous owner that still renews.
     ///
     /// ```no_run
     /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
@@ -466,10 +465,13 @@ impl LeaseStore {
         self.update(
             "end_handoff",
             lease_key,
-            "REMOVE #cpowner",
+            "REMOVE #cpowner SET #counter = #counter + :one",
             "#cpowner = :who",
-            &[("#cpowner", attr::CHECKPOINT_OWNER)],
-            vec![(":who", AttributeValue::S(who.to_owned()))],
+            &[
+                ("#cpowner", attr::CHECKPOINT_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+            ],
+            vec![(":who", AttributeValue::S(who.to_owned())), (":one", n(1))],
         )
         .await
     }

@@ -535,7 +535,7 @@ impl<F: ProcessorFactory> Inner<F> {
                                       from = ?acq.previous_owner, "lease acquired");
                                 let tenure =
                                     Tenure::acquired(counter, sent, self.config.failover, acq.kind);
-                                self.spawn_shard(acq.lease_key, tenure);
+                                self.spawn_shard(acq.lease_key, tenure, acq.kind);
                             }
                             Err(e) if e.is_condition_failed() => {
                                 debug!(worker = %self.me(), shard = %acq.lease_key, "lost the race for a lease");
@@ -579,11 +579,12 @@ impl<F: ProcessorFactory> Inner<F> {
         }
     }
 
-    fn spawn_shard(self: &Arc<Self>, key: String, tenure: Tenure) {
+    fn spawn_shard(self: &Arc<Self>, key: String, tenure: Tenure, kind: AcquireKind) {
         let cell = Arc::new(Mutex::new(LeaseCell {
             tenure,
             lost: false,
             handoff: false,
+            awaiting_handoff: kind == AcquireKind::Steal,
             checkpoint: Checkpoint::TrimHorizon,
         }));
         let (signal, signal_rx) = watch::channel(Signal::Run);
@@ -621,7 +622,7 @@ impl<F: ProcessorFactory> Inner<F> {
 
     async fn renew_one(&self, key: &str, cell: &SharedLease, signal: &watch::Sender<Signal>) {
         let mut cell = cell.lock().await;
-        if cell.lost || cell.handoff {
+        if cell.lost || cell.handoff || cell.awaiting_handoff {
             return;
         }
         let sent = Instant::now();
@@ -753,21 +754,47 @@ impl<F: ProcessorFactory> Inner<F> {
     ) -> Option<Checkpoint> {
         let valid_from = cell.lock().await.tenure.valid_from();
         let mut attempt = 0;
+        // After a fence, a previous owner that renewed on the counter alone (KCL 2.x knows no
+        // checkpointOwner; KCL 3 renews while it is the checkpoint owner) may act until its own
+        // lease times out: one failover time after the fence.
+        let mut fenced_until: Option<Instant> = None;
         loop {
             match self.store.get(key).await {
                 Ok(Some(row)) if row.lease_owner.as_deref() != Some(self.me()) => return None,
                 Ok(Some(row)) => match row.checkpoint_owner.as_deref() {
+                    None if fenced_until.is_some_and(|t| Instant::now() < t) => {}
                     None => {
-                        cell.lock().await.tenure.handed_over(Instant::now());
-                        return Some(row.checkpoint);
+                        // The previous owner (or our fence) cleared the marker and bumped the
+                        // counter. Our tenure starts with a renewal of that counter: the others
+                        // time our lease's expiry from that write, not from the handoff.
+                        let sent = Instant::now();
+                        match self.store.renew(key, row.lease_counter, self.me()).await {
+                            Ok(counter) => {
+                                let mut c = cell.lock().await;
+                                c.tenure.renewed(counter, sent, self.config.failover);
+                                c.tenure.handed_over(Instant::now());
+                                c.awaiting_handoff = false;
+                                return Some(row.checkpoint);
+                            }
+                            Err(e) if e.is_condition_failed() => return None,
+                            Err(e) => {
+                                attempt += 1;
+                                warn!(worker = %self.me(), shard = %key, error = %e, attempt, "renewing a handed-over lease failed");
+                            }
+                        }
                     }
                     Some(previous) if Instant::now() >= valid_from => {
+                        // The fence bumps leaseCounter, so a previous owner that still renews
+                        // (a KCL 3 worker renews while it is the checkpoint owner) loses it.
                         warn!(worker = %self.me(), shard = %key, previous = %previous,
                               "previous owner did not hand off in time; fencing it off");
-                        if let Err(e) = self.store.end_handoff(key, previous).await
-                            && !e.is_condition_failed()
-                        {
-                            warn!(worker = %self.me(), shard = %key, error = %e, "clearing handoff failed");
+                        let sent = Instant::now();
+                        match self.store.end_handoff(key, previous).await {
+                            Ok(()) => fenced_until = Some(sent + self.config.failover),
+                            Err(e) if e.is_condition_failed() => {}
+                            Err(e) => {
+                                warn!(worker = %self.me(), shard = %key, error = %e, "clearing handoff failed")
+                            }
                         }
                         continue;
                     }
