@@ -131,26 +131,31 @@ pub enum StartPosition {
     Latest,
     /// The record after this sequence number.
     After(String),
+    /// The first record written at or after this instant.
+    AtTimestamp(SystemTime),
 }
 
 impl StartPosition {
-    /// The position a checkpoint resumes from; `None` for `SHARD_END` (nothing left) and
-    /// `AT_TIMESTAMP` (not supported by this library).
+    /// The position a checkpoint resumes from; `None` for `SHARD_END` (nothing left), and for
+    /// `AT_TIMESTAMP` when no timestamp is configured (KCL stores only the sentinel).
     ///
     /// ```
     /// use shardctl_consumer::Checkpoint;
     /// use shardctl_consumer::reader::StartPosition;
-    /// assert_eq!(StartPosition::from_checkpoint(&Checkpoint::TrimHorizon), Some(StartPosition::TrimHorizon));
-    /// assert_eq!(StartPosition::from_checkpoint(&Checkpoint::ShardEnd), None);
+    /// assert_eq!(StartPosition::from_checkpoint(&Checkpoint::TrimHorizon, None), Some(StartPosition::TrimHorizon));
+    /// assert_eq!(StartPosition::from_checkpoint(&Checkpoint::ShardEnd, None), None);
+    /// let t = std::time::SystemTime::UNIX_EPOCH;
+    /// assert_eq!(StartPosition::from_checkpoint(&Checkpoint::AtTimestamp, Some(t)), Some(StartPosition::AtTimestamp(t)));
     /// ```
-    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Option<Self> {
+    pub fn from_checkpoint(checkpoint: &Checkpoint, timestamp: Option<SystemTime>) -> Option<Self> {
         match checkpoint {
             Checkpoint::TrimHorizon => Some(Self::TrimHorizon),
             Checkpoint::Latest => Some(Self::Latest),
             Checkpoint::Sequence {
                 sequence_number, ..
             } => Some(Self::After(sequence_number.clone())),
-            Checkpoint::ShardEnd | Checkpoint::AtTimestamp => None,
+            Checkpoint::AtTimestamp => timestamp.map(Self::AtTimestamp),
+            Checkpoint::ShardEnd => None,
         }
     }
 }
@@ -206,6 +211,9 @@ pub(crate) async fn shard_iterator(
         StartPosition::After(seq) => req
             .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
             .starting_sequence_number(seq),
+        StartPosition::AtTimestamp(at) => req
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_smithy_types::DateTime::from(*at)),
     };
     match req
         .customize()

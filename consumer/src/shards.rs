@@ -35,6 +35,10 @@ pub enum InitialPosition {
     TrimHorizon,
     /// Only records written from now on; closed shards without history are skipped.
     Latest,
+    /// Records written at or after this instant. The lease stores KCL's `AT_TIMESTAMP` sentinel
+    /// (KCL keeps no timestamp in the table), so every worker of the application must be
+    /// configured with the same instant.
+    AtTimestamp(std::time::SystemTime),
 }
 
 /// Error listing shards.
@@ -185,6 +189,7 @@ pub fn plan_shard_sync(
                 (true, _, _) | (false, InitialPosition::TrimHorizon, _) => Checkpoint::TrimHorizon,
                 (false, InitialPosition::Latest, false) => Checkpoint::Latest,
                 (false, InitialPosition::Latest, true) => Checkpoint::ShardEnd,
+                (false, InitialPosition::AtTimestamp(_), _) => Checkpoint::AtTimestamp,
             };
             let mut lease = Lease::new(shard.shard_id.clone(), checkpoint);
             lease.parent_shard_ids = shard.parents.clone();

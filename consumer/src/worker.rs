@@ -147,6 +147,19 @@ impl WorkerConfig {
         self
     }
 
+    /// The instant of [`InitialPosition::AtTimestamp`], if configured.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert!(WorkerConfig::new("s", "t").at_timestamp().is_none());
+    /// ```
+    pub fn at_timestamp(&self) -> Option<std::time::SystemTime> {
+        match self.initial_position {
+            InitialPosition::AtTimestamp(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Renewal period: a third of the failover time.
     ///
     /// ```
@@ -489,10 +502,22 @@ impl<F: ProcessorFactory> Inner<F> {
                         map.retain(|_, h| h.task.as_ref().is_some_and(|t| !t.is_finished()));
                         map.keys().cloned().collect()
                     };
+                    // An AT_TIMESTAMP lease can be read only with the application's instant
+                    // (KCL stores none); without it, leave it to workers that have it.
+                    let at_timestamp = self.config.at_timestamp();
                     let candidates: Vec<Lease> = scan
                         .leases
                         .iter()
                         .filter(|l| !unreadable.contains(&l.lease_key))
+                        .filter(|l| {
+                            let readable = at_timestamp.is_some()
+                                || l.checkpoint != Checkpoint::AtTimestamp;
+                            if !readable {
+                                warn!(worker = %self.me(), shard = %l.lease_key,
+                                      "lease starts AT_TIMESTAMP but this worker has no initial timestamp (InitialPosition::AtTimestamp); not taking it");
+                            }
+                            readable
+                        })
                         .cloned()
                         .collect();
                     if let (Some(every), Some(lineage)) =
@@ -886,7 +911,7 @@ impl<F: ProcessorFactory> Inner<F> {
         }
 
         let mut processor = self.factory.create(key);
-        let Some(start) = StartPosition::from_checkpoint(&checkpoint) else {
+        let Some(start) = StartPosition::from_checkpoint(&checkpoint, config.at_timestamp()) else {
             warn!(worker = %self.me(), shard = %key, checkpoint = %checkpoint, "unsupported checkpoint; not processing");
             return ShardExit::Shutdown;
         };

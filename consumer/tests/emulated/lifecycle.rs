@@ -363,3 +363,60 @@ async fn finished_leases_are_cleaned_up_and_still_read_as_drained() {
     );
     worker.shutdown().await;
 }
+
+/// Regression: an `AT_TIMESTAMP` lease (KCL stores only the sentinel) was taken and released in
+/// a loop without being read. With the application's instant configured, reading starts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_timestamp_lease_starts_at_the_configured_instant() {
+    let Some(aws) = aws().await else { return };
+    let stream = unique("attimestamp");
+    let table = unique("attimestamp-leases");
+    create_stream(&aws.kinesis, &stream, 1).await;
+    let producer = Producer::new(aws.kinesis.clone(), &stream);
+    let send = |round: u64| producer.send(vec![Event::new("org-0", payload("org-0", round))]);
+    for round in 0..3 {
+        send(round).await.expect("produce");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let from = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for round in 3..6 {
+        send(round).await.expect("produce");
+    }
+    let log = Arc::new(crate::common::Log::default());
+    let mut config = WorkerConfig::new(&stream, &table)
+        .with_worker_id("w1")
+        .with_failover(Duration::from_secs(3))
+        .with_idle_poll_interval(Duration::from_millis(200));
+    config.initial_position = shardctl_consumer::shards::InitialPosition::AtTimestamp(from);
+    let worker = Worker::start(
+        config,
+        aws.kinesis.clone(),
+        aws.dynamodb.clone(),
+        crate::common::Recorder::factory("w1", &log, 1000),
+    )
+    .await
+    .expect("worker starts");
+    eventually(
+        "the records after the instant",
+        Duration::from_secs(30),
+        || {
+            let n = log.deliveries.lock().unwrap().len();
+            async move { (n >= 3).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seqs: Vec<u64> = log
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    let store = LeaseStore::new(aws.dynamodb.clone(), &table);
+    let scan = store.scan().await.expect("scan");
+    assert_eq!(scan.leases.len(), 1);
+    worker.shutdown().await;
+}
