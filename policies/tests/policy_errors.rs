@@ -208,9 +208,17 @@ fn the_defaults_lie_inside_the_bounds() {
     }
 }
 
+/// `PROPTEST_CASES` when set (`scripts/fuzz.sh` sets it high), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
-        cases: 2000,
+        cases: cases(2000),
         failure_persistence: None,
         ..proptest::prelude::ProptestConfig::default()
     })]
@@ -227,5 +235,397 @@ proptest::proptest! {
         bytes.truncate(cut.max(1));
         let text = String::from_utf8_lossy(&bytes);
         let _ = load_policy(&text, "fuzz.yaml");
+    }
+}
+
+/// Structured random policies. Half of them are sane (every value plausible, most of them
+/// valid, so that planning with them is exercised too); the other half mix in extreme and
+/// garbage values: durations of a million years, numbers beyond `u32`, NaN, unicode names.
+mod structured {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    type S = BoxedStrategy<String>;
+
+    /// `sane`, or with `wild` also extreme and garbage values.
+    fn or_wild(sane: S, wild: bool, extremes: S) -> S {
+        if wild {
+            prop_oneof![5 => sane, 3 => extremes, 1 => "\\PC{0,12}"].boxed()
+        } else {
+            sane
+        }
+    }
+
+    fn in_units(range: std::ops::Range<u64>, units: &'static [&'static str]) -> S {
+        (range, select(units))
+            .prop_map(|(n, u)| format!("{n}{u}"))
+            .boxed()
+    }
+
+    fn duration(sane: S, wild: bool) -> S {
+        let extremes = prop_oneof![
+            select(vec![
+                "1000000y",
+                "100000000y",
+                "584942417355y",
+                "18446744073709551615s",
+                "18446744073709551616s",
+                "99999999999999999999y",
+                "9223372036854775807ms",
+                "292277024626y",
+                "262144y",
+                "0s",
+                "0ns",
+                "1ns",
+                "1h 30m",
+                "367d",
+                "366d",
+                "24h 1s",
+                "-5m",
+                "5",
+                "",
+                "1e9s",
+                "1.5h",
+                "5 m",
+                "\u{663}m",
+            ])
+            .prop_map(String::from),
+            any::<u64>().prop_map(|n| format!("{n}s")),
+            any::<u64>().prop_map(|n| format!("{n}y")),
+            in_units(
+                0..200,
+                &["s", "m", "h", "d", "ms", "min", "sec", "w", "M", "y"]
+            ),
+        ];
+        or_wild(sane, wild, extremes.boxed())
+    }
+
+    fn window(wild: bool) -> S {
+        duration(in_units(1..24, &["m", "h"]), wild)
+    }
+
+    fn number(sane: std::ops::Range<u32>, wild: bool) -> S {
+        let extremes = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            select(vec![
+                "4294967296",
+                "4294967295",
+                "-1",
+                "0",
+                "1.5",
+                "1e3",
+                ".nan",
+                "~",
+                "\"4\"",
+                "0x10"
+            ])
+            .prop_map(String::from),
+        ];
+        or_wild(
+            sane.prop_map(|n| n.to_string()).boxed(),
+            wild,
+            extremes.boxed(),
+        )
+    }
+
+    fn percent(sane: std::ops::Range<f64>, wild: bool) -> S {
+        let extremes = prop_oneof![
+            any::<f64>().prop_map(|f| f.to_string()),
+            select(vec![
+                ".nan", ".inf", "-.inf", "1e309", "-0", "1e-320", "NaN", "100", "0"
+            ])
+            .prop_map(String::from),
+        ];
+        or_wild(
+            sane.prop_map(|f| format!("{f:.1}")).boxed(),
+            wild,
+            extremes.boxed(),
+        )
+    }
+
+    fn word(sane: &'static str, wild: bool) -> S {
+        let extremes = prop_oneof!["\\PC{0,40}", "[a-z]{129,300}", Just(String::new())];
+        or_wild(sane.boxed(), wild, extremes.boxed())
+            .prop_map(|n| q(&n))
+            .boxed()
+    }
+
+    fn choice(sane: Vec<&'static str>, wild: bool) -> S {
+        let extremes = select(vec!["Maybe", "pods", "", "MAX", "midPoint"]).prop_map(String::from);
+        or_wild(
+            select(sane).prop_map(String::from).boxed(),
+            wild,
+            extremes.boxed(),
+        )
+    }
+
+    fn cron(wild: bool) -> S {
+        let sane = select(vec![
+            "0 22 * * *",
+            "@daily",
+            "@yearly",
+            "*/5 * * * *",
+            "0 0 29 2 *",
+            "0 0 30 2 *",
+            "0 8 * * MON-FRI",
+            "0 0 0 * * *",
+            "59 23 31 12 *",
+            "0 0 1 1 *",
+        ])
+        .prop_map(String::from);
+        let extremes = select(vec![
+            "61 * * * *",
+            "garbage",
+            "",
+            "* * *",
+            "0 0 * * * * *",
+            "@every",
+        ])
+        .prop_map(String::from);
+        or_wild(sane.boxed(), wild, extremes.boxed())
+            .prop_map(|c| q(&c))
+            .boxed()
+    }
+
+    /// `text` as a YAML double-quoted scalar (JSON's escapes are YAML's).
+    fn q(text: &str) -> String {
+        serde_json::to_string(text).unwrap_or_default()
+    }
+
+    /// `key: value` lines, each present or not.
+    fn fields(indent: usize, fields: Vec<(&'static str, Option<String>)>) -> String {
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{:indent$}{k}: {v}\n", "")))
+            .collect()
+    }
+
+    fn rates(wild: bool) -> impl Strategy<Value = Option<String>> {
+        proptest::option::weighted(
+            0.6,
+            proptest::collection::vec(
+                (
+                    choice(vec!["Shards", "Percent"], wild),
+                    number(1..10, wild),
+                    duration(in_units(1..24, &["m", "h"]), wild),
+                ),
+                usize::from(!wild)..3,
+            ),
+        )
+        .prop_map(|list| {
+            list.map(|l| {
+                let mut out = String::from("\n");
+                for (kind, value, period) in l {
+                    out += &format!(
+                        "          - type: {kind}\n            value: {value}\n            period: {}\n",
+                        q(&period)
+                    );
+                }
+                if out == "\n" { "[]".to_string() } else { out }
+            })
+        })
+    }
+
+    /// The `split:` or `merge:` block.
+    fn direction(split: bool, wild: bool) -> impl Strategy<Value = String> {
+        let threshold = if split { 50.0..100.0 } else { 1.0..40.0 };
+        (
+            proptest::option::weighted(
+                0.6,
+                (percent(threshold.clone(), wild), percent(threshold, wild)),
+            ),
+            proptest::option::weighted(0.6, window(wild)),
+            proptest::option::weighted(0.6, duration(in_units(0..24, &["s", "m", "h"]), wild)),
+            proptest::option::weighted(0.3, choice(vec!["Max", "Min", "Disabled"], wild)),
+            proptest::option::weighted(0.3, choice(vec!["midpoint", "trafficWeighted"], wild)),
+            rates(wild),
+        )
+            .prop_map(
+                move |(threshold, window, cooldown, select_policy, split_point, policies)| {
+                    fields(
+                        8,
+                        vec![
+                            (
+                                "threshold",
+                                threshold.map(|(b, r)| {
+                                    format!("{{incomingBytes: {b}, incomingRecords: {r}}}")
+                                }),
+                            ),
+                            ("stabilizationWindow", window.map(|d| q(&d))),
+                            ("cooldown", cooldown.map(|d| q(&d))),
+                            ("selectPolicy", select_policy),
+                            ("splitPoint", split_point.filter(|_| split)),
+                            ("policies", policies),
+                        ],
+                    )
+                },
+            )
+    }
+
+    fn budget(wild: bool) -> impl Strategy<Value = String> {
+        (
+            proptest::option::of(word("[a-z][a-z0-9-]{0,12}", wild)),
+            proptest::option::weighted(
+                0.8,
+                (
+                    cron(wild),
+                    duration(in_units(1..400, &["m", "h", "d"]), wild),
+                ),
+            ),
+            proptest::option::of(number(0..3, wild)),
+            proptest::option::of(number(0..3, wild)),
+            proptest::option::of(number(1..20, wild)),
+        )
+            .prop_map(|(name, window, splits, merges, min)| {
+                let (schedule, duration) = window.unzip();
+                let body = fields(
+                    10,
+                    vec![
+                        ("name", name),
+                        ("schedule", schedule),
+                        ("duration", duration.map(|d| q(&d))),
+                        ("splits", splits),
+                        ("merges", merges),
+                        ("minShards", min),
+                    ],
+                );
+                format!("        -{}", body.get(9..).unwrap_or(" {}\n"))
+            })
+    }
+
+    fn stream(wild: bool) -> impl Strategy<Value = String> {
+        (
+            word("[a-z][a-z0-9_.-]{0,20}", wild),
+            (
+                proptest::option::of(number(1..20, wild)),
+                proptest::option::of(number(20..300, wild)),
+                proptest::option::weighted(0.3, number(1..10, wild)),
+                proptest::option::weighted(0.4, duration(in_units(0..30, &["s", "m"]), wild)),
+            ),
+            proptest::option::weighted(0.8, direction(true, wild)),
+            proptest::option::weighted(0.8, direction(false, wild)),
+            proptest::collection::vec(budget(wild), 0..3),
+            proptest::collection::vec(
+                (
+                    word("[a-z]{1,12}", wild),
+                    word("[a-z][a-z0-9_.-]{2,20}", wild),
+                ),
+                0..2,
+            ),
+        )
+            .prop_map(
+                |(name, (min, max, ops, delay), split, merge, budgets, groups)| {
+                    let mut out = format!("    - name: {name}\n");
+                    out += &fields(
+                        6,
+                        vec![
+                            ("minShards", min),
+                            ("maxShards", max),
+                            ("maxOperationsPerCycle", ops),
+                            ("metricsDelay", delay.map(|d| q(&d))),
+                        ],
+                    );
+                    if let Some(split) = split {
+                        out += &format!("      split:\n{split}");
+                    }
+                    if let Some(merge) = merge {
+                        out += &format!("      merge:\n{merge}");
+                    }
+                    if !budgets.is_empty() {
+                        out += "      budgets:\n";
+                        out += &budgets.concat();
+                    }
+                    if !groups.is_empty() {
+                        out += "      consumerGroups:\n";
+                        for (g, t) in groups {
+                            out += &format!("        - name: {g}\n          leaseTable: {t}\n");
+                        }
+                    }
+                    out
+                },
+            )
+    }
+
+    fn policy(wild: bool) -> impl Strategy<Value = String> {
+        let interval = prop_oneof![
+            in_units(10..3600, &["s"]),
+            in_units(1..60, &["m"]),
+            Just("1h".to_string()).boxed(),
+        ];
+        (
+            proptest::option::weighted(0.7, duration(interval.boxed(), wild)),
+            proptest::collection::vec(stream(wild), usize::from(!wild)..3),
+        )
+            .prop_map(|(interval, streams)| {
+                let mut out =
+                    String::from("apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n");
+                if let Some(d) = interval {
+                    out += &format!("  evaluationInterval: {}\n", q(&d));
+                }
+                out += "  streams:\n";
+                if streams.is_empty() {
+                    out += "    []\n";
+                }
+                out += &streams.concat();
+                out
+            })
+    }
+
+    /// A whole policy file as YAML text.
+    pub fn policy_text() -> impl Strategy<Value = String> {
+        any::<bool>().prop_flat_map(policy)
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: cases(1000),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Whatever the policy says, loading it never panics, and what loads can be planned with at
+    /// any instant without panicking either.
+    #[test]
+    fn structured_policies_never_panic(text in structured::policy_text(),
+                                       now in proptest::prelude::any::<i64>(),
+                                       near in proptest::prelude::any::<bool>()) {
+        use chrono::{DateTime, TimeDelta, Utc};
+        use shardctl_policies::{Snapshot, budget, plan};
+        let policy = match load_policy(&text, "fuzz.yaml") {
+            Ok(p) => p,
+            Err(e) => {
+                if std::env::var_os("FUZZ_STATS").is_some() {
+                    eprintln!("ERR {}", e.issues[0].message.chars().take(60).collect::<String>());
+                }
+                return Ok(());
+            }
+        };
+        if std::env::var_os("FUZZ_STATS").is_some() {
+            eprintln!("STATS valid");
+        }
+        let snapshot: Snapshot =
+            serde_json::from_str(include_str!("../examples/snapshots/telecom-hot-org.json")).unwrap();
+        let observed = snapshot.observation.observed_at;
+        let now = if near {
+            observed + TimeDelta::minutes(now % (60 * 24 * 400))
+        } else {
+            let (min, max) = (DateTime::<Utc>::MIN_UTC.timestamp(), DateTime::<Utc>::MAX_UTC.timestamp());
+            DateTime::<Utc>::from_timestamp(min + now.rem_euclid(max - min), 0).unwrap_or(observed)
+        };
+        for stream in &policy.spec.streams {
+            let _ = stream.lookback();
+            let _ = budget::evaluate(&stream.budgets, now);
+            let mut obs = snapshot.observation.clone();
+            obs.stream_name = stream.name.clone();
+            let decision = plan(stream, &obs, &snapshot.history, now).unwrap();
+            for op in &decision.operations {
+                let _ = op.to_string();
+            }
+            for held in &decision.held {
+                let _ = held.to_string();
+            }
+            serde_json::to_string(&decision).unwrap();
+        }
     }
 }
