@@ -33,10 +33,10 @@ impl Progress {
 }
 
 /// The next instant the loop must wake: the next evaluation, or earlier if a budget of any
-/// stream starts before it (so freezes and scheduled minimums take effect on time).
+/// stream starts before it (so freezes and scheduled minimums take effect on time). Saturates at
+/// the last instant chrono represents rather than overflow.
 pub fn next_wake(policy: &PolicyFile, now: DateTime<Utc>) -> DateTime<Utc> {
-    let interval = policy.spec.evaluation_interval.to_chrono();
-    let mut wake = now + interval;
+    let mut wake = policy.spec.evaluation_interval.after(now);
     for stream in &policy.spec.streams {
         for b in &stream.budgets {
             if let Some(schedule) = &b.schedule
@@ -151,6 +151,39 @@ mod tests {
             "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  evaluationInterval: 5m\n  streams:\n    - name: a\n      budgets:\n        - schedule: \"{budget_cron}\"\n          duration: 1h\n          merges: 0\n"
         );
         shardctl_policies::load_policy(&yaml, "p").unwrap()
+    }
+
+    #[test]
+    fn next_wake_never_overflows_at_extreme_intervals_and_instants() {
+        // `now + evaluationInterval` panicked (`DateTime + TimeDelta overflowed`) for
+        // `evaluationInterval: 1000000y`, which validation accepted then; it rejects it now, but
+        // the wake computation must not depend on that, nor on a sane clock.
+        let mut p = policy("0 14 * * *");
+        let (min, max) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+        for interval in [
+            std::time::Duration::from_secs(1_000_000 * 31_557_600),
+            std::time::Duration::MAX,
+            std::time::Duration::ZERO,
+        ] {
+            p.spec.evaluation_interval = shardctl_policies::HumanDuration(interval);
+            for now in [
+                min,
+                max,
+                max - chrono::TimeDelta::seconds(1),
+                DateTime::UNIX_EPOCH,
+            ] {
+                let wake = next_wake(&p, now);
+                assert!(wake >= now, "{interval:?} at {now}: {wake}");
+            }
+        }
+        p.spec.evaluation_interval = shardctl_policies::HumanDuration(std::time::Duration::MAX);
+        let now: DateTime<Utc> = "2026-11-02T13:58:30Z".parse().unwrap();
+        assert_eq!(
+            next_wake(&p, now),
+            "2026-11-02T14:00:00Z".parse::<DateTime<Utc>>().unwrap(),
+            "a budget still wakes the loop"
+        );
+        assert_eq!(next_wake(&policy("0 14 * * *"), max), max);
     }
 
     #[test]

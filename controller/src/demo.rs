@@ -76,7 +76,15 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
         crate::sim::simulated_stream(&options.scenario, &first.name, options.seed)?;
     let services = Arc::new(services);
     let start = services.clock.now();
-    let end = start + chrono::TimeDelta::from_std(options.duration)?;
+    let end = chrono::TimeDelta::from_std(options.duration)
+        .ok()
+        .and_then(|d| start.checked_add_signed(d))
+        .ok_or_else(|| {
+            anyhow!(
+                "--duration {} reaches past the end of the calendar",
+                humantime::format_duration(options.duration)
+            )
+        })?;
     println!(
         "shardctl against a simulated stream `{}` (scenario {}, seed {}), {} of virtual time from {}",
         first.name,

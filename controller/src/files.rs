@@ -28,6 +28,6 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot> {
 
 fn strip_position(message: &str) -> &str {
     message
-        .rfind(" at line ")
-        .map_or(message, |i| &message[..i])
+        .rsplit_once(" at line ")
+        .map_or(message, |(message, _)| message)
 }

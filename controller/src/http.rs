@@ -27,7 +27,9 @@ pub struct HttpState {
 }
 
 fn allowed_lag(interval: Duration, factor: u32) -> i64 {
-    (interval * factor).as_secs() as i64 + 60
+    i64::try_from(interval.saturating_mul(factor).as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(60)
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -92,4 +94,16 @@ pub async fn serve(
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_lag_saturates_for_any_interval() {
+        assert_eq!(allowed_lag(Duration::from_secs(60), 5), 360);
+        assert_eq!(allowed_lag(Duration::MAX, 5), i64::MAX);
+        assert_eq!(allowed_lag(Duration::from_secs(u64::MAX / 2), 3), i64::MAX);
+    }
 }

@@ -11,10 +11,11 @@ use crate::backend::{
 };
 use crate::telemetry::{HeldLabels, OperationLabels, StreamLabels, Telemetry};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use shardctl_policies::duration::{add_minutes_saturating, sub_saturating};
 use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
 use shardctl_policies::key_sample::distribution_from_samples;
 use shardctl_policies::plan::{Decision, PlanError, PlannedOperation, SplitPointUsed};
-use shardctl_policies::policy::SplitPoint;
+use shardctl_policies::policy::{SplitPoint, limits};
 use shardctl_policies::{
     ConsumerGroupState, History, Observation, Shard, ShardMap, StreamPolicy, StreamStatus,
 };
@@ -24,8 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How far back the history is read for cooldowns and rate limits.
-pub const HISTORY_WINDOW: TimeDelta = TimeDelta::hours(24);
+/// How far back the history is read for cooldowns and rate limits: as far as the longest
+/// cooldown or rate period a valid policy can set.
+pub const HISTORY_WINDOW: TimeDelta = TimeDelta::seconds(limits::HISTORY.0.as_secs() as i64);
 
 /// Why a cycle of one stream failed. Other streams are unaffected.
 #[derive(Debug, thiserror::Error)]
@@ -312,8 +314,8 @@ where
         let mut shards = self.kinesis.list_shards(stream).await?;
         let now = self.clock.now();
         let end = floor_minute(now);
-        let minutes = policy.lookback().whole_minutes_ceil() + 1;
-        let start = end - TimeDelta::minutes(minutes as i64);
+        let minutes = policy.lookback().whole_minutes_ceil().saturating_add(1);
+        let start = add_minutes_saturating(end, -i64::try_from(minutes).unwrap_or(i64::MAX));
         let open: Vec<String> = shards
             .iter()
             .filter(|s| s.is_open())
@@ -372,7 +374,7 @@ where
 
     /// Reads the stream's recent history from the state table.
     pub async fn history(&self, stream: &str) -> Result<Vec<JournalEntry>, ReconcileError> {
-        let since = self.clock.now() - HISTORY_WINDOW;
+        let since = sub_saturating(self.clock.now(), HISTORY_WINDOW);
         Ok(self.state.history(stream, since).await?)
     }
 
@@ -539,7 +541,7 @@ where
         if wanted.is_empty() {
             return None;
         }
-        let since = obs.observed_at - policy.split.stabilization_window.to_chrono();
+        let since = policy.split.stabilization_window.before(obs.observed_at);
         let mut sampled = obs.clone();
         let mut any = false;
         for id in wanted {

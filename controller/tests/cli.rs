@@ -168,3 +168,45 @@ fn plan_errors_are_clear() {
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
     assert!(text(&out.stderr).contains("--now"));
 }
+
+#[test]
+fn extreme_durations_and_instants_are_errors_or_plans_never_panics() {
+    // `evaluationInterval: 1000000y` used to validate and then panic the controller.
+    let dir = std::env::temp_dir().join(format!("shardctl-cli-extreme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let eons = dir.join("eons.yaml");
+    std::fs::write(
+        &eons,
+        "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  evaluationInterval: 1000000y\n  streams:\n    - name: a\n",
+    )
+    .unwrap();
+    let out = shardctl(&["validate", eons.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("eons.yaml:4:23: spec.evaluationInterval"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    for now in ["+262142-12-31T23:59:59Z", "-262143-01-01T00:00:00Z"] {
+        let out = shardctl(&[
+            "plan",
+            "--policy",
+            POLICY,
+            "--snapshot",
+            SNAPSHOT,
+            &format!("--now={now}"),
+            "--output",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{now}: {}", text(&out.stderr));
+    }
+
+    let out = shardctl(&["run", "--simulate", "--duration", "1000000y"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("reaches past the end of the calendar"),
+        "{}",
+        text(&out.stderr)
+    );
+}

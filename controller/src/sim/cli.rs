@@ -74,17 +74,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("`{text}` must start with a whole number, e.g. 24h"))?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" | "min" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit.trim() {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         other => {
             return Err(format!(
                 "unknown unit `{other}` in `{text}`: use s, m, h or d"
             ));
         }
     };
+    // Beyond u64 seconds is beyond the range too.
+    let secs = n.saturating_mul(unit_secs);
     if !(60..=31 * 86_400).contains(&secs) {
         return Err(format!("`{text}`: simulate between 1m and 31d"));
     }
@@ -268,4 +270,25 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
             )
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_parsed_and_bounded_without_overflow() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        for text in [
+            "99999999999999999999d",
+            "18446744073709551615d",
+            "32d",
+            "59s",
+            "5y",
+            "h",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+    }
 }

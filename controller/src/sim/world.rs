@@ -19,6 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shardctl_lease::{Lease, StreamFilter, TableRows};
+use shardctl_policies::duration::add_saturating;
 use shardctl_policies::history::{OperationOutcome, OperationRecord};
 use shardctl_policies::shard_map::shard_id;
 use shardctl_policies::{
@@ -261,7 +262,11 @@ impl World {
 
     /// The simulated wall clock.
     pub fn now(&self) -> DateTime<Utc> {
-        self.start + TimeDelta::seconds(self.now as i64)
+        let elapsed = i64::try_from(self.now)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .unwrap_or(TimeDelta::MAX);
+        add_saturating(self.start, elapsed)
     }
 
     /// When the simulation started.
@@ -438,8 +443,8 @@ impl World {
 
     /// Runs the world forward by `d` (rounded up to whole seconds).
     pub fn advance(&mut self, d: Duration) {
-        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-        self.advance_to(self.now + secs);
+        let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+        self.advance_to(self.now.saturating_add(secs));
     }
 
     fn step_second(&mut self) {
@@ -981,7 +986,7 @@ impl StateStore for MemoryStateStore {
         let token = LeaderToken {
             owner: owner.to_string(),
             fence,
-            expires_at: now + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX),
+            expires_at: add_saturating(now, TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX)),
         };
         s.leader = Some(token.clone());
         Ok(Some(token))
@@ -996,7 +1001,8 @@ impl StateStore for MemoryStateStore {
         let mut s = self.lock();
         match &mut s.leader {
             Some(l) if l.owner == token.owner && l.fence == token.fence => {
-                l.expires_at = now + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX);
+                l.expires_at =
+                    add_saturating(now, TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX));
                 Ok(Some(l.clone()))
             }
             _ => Ok(None),
