@@ -387,7 +387,7 @@ impl DedupStore {
 
     /// Records `ids` as processed: conditional put (new, or the old entry expired).
     async fn record(&self, ids: Vec<String>) {
-        let expires = Self::now_epoch() + self.ttl.as_secs();
+        let expires = Self::now_epoch().saturating_add(self.ttl.as_secs());
         let now = Self::now_epoch();
         let results = futures::stream::iter(ids)
             .map(|id| {

@@ -124,6 +124,27 @@ impl LeaseObserver {
     }
 }
 
+/// `t + d`, or the latest instant the platform can represent on the way there: a failover of
+/// centuries means "forever", and must not panic (`Instant + Duration` does on overflow).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use shardctl_consumer::ownership::saturating_after;
+/// let t0 = Instant::now();
+/// assert_eq!(saturating_after(t0, Duration::from_secs(3)), t0 + Duration::from_secs(3));
+/// assert!(saturating_after(t0, Duration::MAX) > t0 + Duration::from_secs(100 * 365 * 86_400));
+/// ```
+pub fn saturating_after(t: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(later) = t.checked_add(d) {
+            return later;
+        }
+        // Terminates: `t + 0` is `t`.
+        d /= 2;
+    }
+}
+
 /// Knobs of the balancing rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalancePolicy {
@@ -334,14 +355,15 @@ impl Tenure {
     /// assert!(!stolen.is_valid(t0));
     /// ```
     pub fn acquired(counter: u64, sent: Instant, failover: Duration, kind: AcquireKind) -> Self {
+        let valid_until = saturating_after(sent, failover);
         let valid_from = match kind {
             AcquireKind::Take => sent,
-            AcquireKind::Steal => sent + failover,
+            AcquireKind::Steal => valid_until,
         };
         Self {
             counter,
             valid_from,
-            valid_until: sent + failover,
+            valid_until,
         }
     }
 
@@ -357,7 +379,7 @@ impl Tenure {
     /// ```
     pub fn renewed(&mut self, counter: u64, sent: Instant, failover: Duration) {
         self.counter = counter;
-        self.valid_until = self.valid_until.max(sent + failover);
+        self.valid_until = self.valid_until.max(saturating_after(sent, failover));
     }
 
     /// True while the worker may act on the lease (process records, checkpoint).
@@ -439,6 +461,21 @@ mod tests {
     use proptest::prelude::*;
 
     const FAILOVER: Duration = Duration::from_millis(3000);
+
+    #[test]
+    fn a_failover_of_centuries_saturates_instead_of_panicking() {
+        let t0 = Instant::now();
+        let mut take = Tenure::acquired(1, t0, Duration::MAX, AcquireKind::Take);
+        assert!(take.is_valid(t0 + Duration::from_secs(3600)));
+        take.renewed(2, t0 + Duration::from_secs(1), Duration::MAX);
+        assert!(!take.is_lapsed(t0 + Duration::from_secs(86_400)));
+        let steal = Tenure::acquired(1, t0, Duration::MAX, AcquireKind::Steal);
+        assert!(!steal.is_valid(t0 + Duration::from_secs(86_400)));
+        let pacer = crate::reader::ReadPacer {
+            idle_interval: Duration::MAX,
+        };
+        assert!(pacer.next_call(t0, u64::MAX, true) > t0 + Duration::from_secs(86_400));
+    }
 
     fn policy() -> BalancePolicy {
         BalancePolicy {

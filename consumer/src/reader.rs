@@ -9,6 +9,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 
 use crate::lease::Checkpoint;
+use crate::ownership::saturating_after;
 use crate::processor::Record;
 
 /// Kinesis allows 5 `GetRecords` calls per second per shard.
@@ -57,7 +58,7 @@ impl ReadPacer {
         if caught_up {
             wait = wait.max(self.idle_interval);
         }
-        last_call + wait
+        saturating_after(last_call, wait)
     }
 }
 
