@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local AWS emulators for the integration tests.
 #
-#   scripts/emulators.sh install   install kinesis-local (npm) and moto (PyPI) into .emulators/
+#   scripts/emulators.sh install   install kinesis-local (npm), moto and kcl-rs (PyPI) into .emulators/
 #   scripts/emulators.sh start     install, start both in the background, wait until they answer
 #   scripts/emulators.sh stop      stop both (idempotent)
 #   scripts/emulators.sh env       print the export lines the tests and the SDK read
@@ -16,6 +16,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EMU="$REPO/.emulators"
 KINESIS_LOCAL_VERSION="0.6.2"
 MOTO_VERSION="5.2.5"
+# kcl-rs: a Rust port of the Java KCL 3.x with Python bindings (same lease table schema). The
+# tests run a real KCL consumer fleet with it (tests/kcl/fleet.py, under $SHARDCTL_PYTHON).
+KCL_RS_VERSION="0.1.4"
 KINESIS_PORT="${SHARDCTL_KINESIS_PORT:-4567}"
 KINESIS_TLS_PORT="$((KINESIS_PORT + 1))"
 MOTO_PORT="${SHARDCTL_MOTO_PORT:-5000}"
@@ -85,10 +88,24 @@ install_moto() {
     }
 }
 
+# Goes into moto's venv (install_moto creates it), so one interpreter serves both.
+install_kcl_rs() {
+    if "$EMU/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kcl-rs') != '$KCL_RS_VERSION')" 2>/dev/null; then
+        return
+    fi
+    log "installing kcl-rs==$KCL_RS_VERSION"
+    "$EMU/venv/bin/python" -m pip install --quiet --disable-pip-version-check "kcl-rs==$KCL_RS_VERSION" >&2
+    "$EMU/venv/bin/python" -c "import kcl_rs" || {
+        log "kcl-rs installed but 'import kcl_rs' fails in $EMU/venv"
+        exit 1
+    }
+}
+
 cmd_install() {
     mkdir -p "$EMU"
     install_kinesis
     install_moto
+    install_kcl_rs
 }
 
 # is_running NAME -> 0 if the pid file names a live process
@@ -197,6 +214,7 @@ export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
+export SHARDCTL_PYTHON=$EMU/venv/bin/python
 EOF
 }
 
