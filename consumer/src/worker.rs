@@ -716,7 +716,11 @@ impl<F: ProcessorFactory> Inner<F> {
         // Processors get one failover time (together) to checkpoint; leases cannot be trusted
         // longer. One that overruns is stopped before its lease is released, so the next owner
         // never runs alongside it (it resumes at the last checkpoint instead).
-        let deadline = tokio::time::Instant::now() + self.config.failover;
+        // A failover too long to add is as good as "no deadline" (about 30 years from now).
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(self.config.failover)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         for (key, cell, task) in tasks {
             if let Some(mut task) = task
                 && tokio::time::timeout_at(deadline, &mut task).await.is_err()
