@@ -83,6 +83,15 @@ pub enum BackendError {
         /// What happened.
         message: String,
     },
+    /// This replica may no longer act: its leadership changed or its lease, by the local
+    /// monotonic clock, would not outlast the call. Nothing was sent.
+    #[error("{api}: not sent, leadership not current: {message}")]
+    Fenced {
+        /// The API.
+        api: &'static str,
+        /// Why.
+        message: String,
+    },
     /// Anything else.
     #[error("{api}: {message}")]
     Other {
@@ -105,6 +114,7 @@ impl BackendError {
             BackendError::AccessDenied { .. } => "access_denied",
             BackendError::ConditionFailed { .. } => "condition_failed",
             BackendError::Transient { .. } => "transient",
+            BackendError::Fenced { .. } => "fenced",
             BackendError::Other { .. } => "other",
         }
     }
@@ -120,6 +130,16 @@ impl BackendError {
         )
     }
 
+    /// True when the call certainly changed nothing: the service answered with a rejection, or
+    /// nothing was sent. Timeouts, dropped connections and 5xx answers are not: the call may
+    /// have landed.
+    pub fn is_definite_rejection(&self) -> bool {
+        !matches!(
+            self,
+            BackendError::Transient { .. } | BackendError::Other { .. }
+        )
+    }
+
     /// The API the error came from.
     pub fn api(&self) -> &'static str {
         match self {
@@ -131,6 +151,7 @@ impl BackendError {
             | BackendError::AccessDenied { api, .. }
             | BackendError::ConditionFailed { api, .. }
             | BackendError::Transient { api, .. }
+            | BackendError::Fenced { api, .. }
             | BackendError::Other { api, .. } => api,
         }
     }
@@ -226,6 +247,7 @@ pub trait Kinesis: Send + Sync {
         stream: &str,
         shard_id: &str,
         new_starting_hash_key: HashKey,
+        fence: &Fence,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// `MergeShards` of `shard_id` with the adjacent `adjacent_shard_id`.
@@ -234,6 +256,7 @@ pub trait Kinesis: Send + Sync {
         stream: &str,
         shard_id: &str,
         adjacent_shard_id: &str,
+        fence: &Fence,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// `EnableEnhancedMonitoring` for the given shard-level metrics.
@@ -293,8 +316,120 @@ pub struct LeaderToken {
     pub owner: String,
     /// Increases every time leadership changes hands.
     pub fence: u64,
-    /// When the lease lapses unless renewed.
+    /// When the lease lapses unless renewed (wall clock, as stored; informational).
     pub expires_at: DateTime<Utc>,
+    /// The lease length.
+    pub ttl: Duration,
+    /// When the lease lapses by this process's monotonic clock: when the acquiring or renewing
+    /// call was *sent*, plus the lease. Other replicas take over only after they have seen the
+    /// record unchanged for a whole lease on their own clocks, so no other replica acts before.
+    pub local_deadline: std::time::Instant,
+    /// When this replica's leadership under this fence began (the acquiring call was sent), by
+    /// the monotonic clock.
+    pub acquired_at: std::time::Instant,
+}
+
+impl LeaderToken {
+    /// A token for leadership acquired (or renewed) by a call sent at `sent`, for `ttl`.
+    pub fn new(
+        owner: impl Into<String>,
+        fence: u64,
+        expires_at: DateTime<Utc>,
+        ttl: Duration,
+        sent: std::time::Instant,
+    ) -> Self {
+        LeaderToken {
+            owner: owner.into(),
+            fence,
+            expires_at,
+            ttl,
+            local_deadline: sent.checked_add(ttl).unwrap_or(sent),
+            acquired_at: sent,
+        }
+    }
+
+    /// How long one reshard attempt may take: a third of the lease, at most 5 s.
+    pub fn attempt_timeout(&self) -> Duration {
+        (self.ttl / 3).min(Duration::from_secs(5))
+    }
+
+    /// Whether this token still allows starting a call that takes up to `call`, now: the local
+    /// deadline lies beyond `call` plus a tenth of the lease.
+    pub fn outlasts(&self, call: Duration) -> bool {
+        std::time::Instant::now()
+            .checked_add(call + self.ttl / 10)
+            .is_some_and(|end| end < self.local_deadline)
+    }
+}
+
+/// The check every reshard call passes right before each attempt: this replica still leads with
+/// the fence it journalled the operation under, and its lease, by the local monotonic clock,
+/// outlasts the attempt. The leader's latest token is read from the leadership task's channel,
+/// so renewals during a long pass count.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    leader: tokio::sync::watch::Receiver<Option<LeaderToken>>,
+    owner: String,
+    fence: u64,
+    attempt_timeout: Duration,
+}
+
+impl Fence {
+    /// A fence over the leadership channel, for the operations journalled under `token`.
+    pub fn new(
+        leader: tokio::sync::watch::Receiver<Option<LeaderToken>>,
+        token: &LeaderToken,
+    ) -> Self {
+        Fence {
+            leader,
+            owner: token.owner.clone(),
+            fence: token.fence,
+            attempt_timeout: token.attempt_timeout(),
+        }
+    }
+
+    /// A fence over one token that is never renewed (a single pass, tests).
+    pub fn fixed(token: &LeaderToken) -> Self {
+        let (_tx, rx) = tokio::sync::watch::channel(Some(token.clone()));
+        Fence::new(rx, token)
+    }
+
+    /// How long one attempt may take; the adapters enforce it (a timed-out attempt has an
+    /// unknown outcome and is not sent again).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
+    /// `Ok` when an attempt may be sent now.
+    pub fn check(&self, api: &'static str) -> Result<(), BackendError> {
+        let current = self.leader.borrow().clone();
+        match current {
+            Some(t) if t.owner == self.owner && t.fence == self.fence => {
+                if t.outlasts(self.attempt_timeout) {
+                    Ok(())
+                } else {
+                    Err(BackendError::Fenced {
+                        api,
+                        message: format!(
+                            "the leader lease (fence {}) would lapse before a {:?} call ends",
+                            self.fence, self.attempt_timeout
+                        ),
+                    })
+                }
+            }
+            Some(t) => Err(BackendError::Fenced {
+                api,
+                message: format!(
+                    "leadership changed from {} (fence {}) to {} (fence {})",
+                    self.owner, self.fence, t.owner, t.fence
+                ),
+            }),
+            None => Err(BackendError::Fenced {
+                api,
+                message: format!("{} (fence {}) no longer leads", self.owner, self.fence),
+            }),
+        }
+    }
 }
 
 /// One journalled operation.
@@ -304,12 +439,31 @@ pub struct JournalEntry {
     pub id: String,
     /// The operation and how it ended.
     pub record: OperationRecord,
+    /// The fence of the leader that began it (`None` in entries written before fences were
+    /// recorded).
+    pub fence: Option<u64>,
+}
+
+/// The leader item as stored: who leads, under which fence, until when (wall clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderRecord {
+    /// The leader's identity.
+    pub owner: String,
+    /// Its fence.
+    pub fence: u64,
+    /// Its wall-clock expiry (the Unix epoch once released).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The controller's own state: per-stream history and in-flight journal, and the leader lease.
 pub trait StateStore: Send + Sync {
     /// Creates the state table if it is missing (idempotent).
     fn ensure(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// The leader item as stored now (strongly consistent), `None` before anybody led.
+    fn leader_record(
+        &self,
+    ) -> impl Future<Output = Result<Option<LeaderRecord>, BackendError>> + Send;
 
     /// Journal entries of `stream` started at or after `since`, oldest first.
     fn history(
@@ -327,7 +481,9 @@ pub trait StateStore: Send + Sync {
         leader: &LeaderToken,
     ) -> impl Future<Output = Result<String, BackendError>> + Send;
 
-    /// Records how entry `id` ended.
+    /// Records how entry `id` ended, only while it is still in flight:
+    /// [`BackendError::ConditionFailed`] when it is missing or was settled already (by another
+    /// leader, from the shard map).
     fn finish(
         &self,
         stream: &str,
@@ -391,8 +547,8 @@ macro_rules! forward_arc {
 forward_arc!(Kinesis {
     fn describe_stream(&self, stream: &str) -> impl Future<Output = Result<StreamDescription, BackendError>> + Send;
     fn list_shards(&self, stream: &str) -> impl Future<Output = Result<Vec<Shard>, BackendError>> + Send;
-    fn split_shard(&self, stream: &str, shard_id: &str, new_starting_hash_key: HashKey) -> impl Future<Output = Result<(), BackendError>> + Send;
-    fn merge_shards(&self, stream: &str, shard_id: &str, adjacent_shard_id: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn split_shard(&self, stream: &str, shard_id: &str, new_starting_hash_key: HashKey, fence: &Fence) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn merge_shards(&self, stream: &str, shard_id: &str, adjacent_shard_id: &str, fence: &Fence) -> impl Future<Output = Result<(), BackendError>> + Send;
     fn enable_shard_metrics(&self, stream: &str, metrics: &[ShardMetric]) -> impl Future<Output = Result<(), BackendError>> + Send;
     fn sample_records(&self, stream: &str, shard_id: &str, since: DateTime<Utc>, limit: usize) -> impl Future<Output = Result<Vec<(String, u64)>, BackendError>> + Send;
 });
@@ -407,6 +563,7 @@ forward_arc!(LeaseTables {
 
 forward_arc!(StateStore {
     fn ensure(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn leader_record(&self) -> impl Future<Output = Result<Option<LeaderRecord>, BackendError>> + Send;
     fn history(&self, stream: &str, since: DateTime<Utc>) -> impl Future<Output = Result<Vec<JournalEntry>, BackendError>> + Send;
     fn begin(&self, stream: &str, record: &OperationRecord, leader: &LeaderToken) -> impl Future<Output = Result<String, BackendError>> + Send;
     fn finish(&self, stream: &str, id: &str, outcome: OperationOutcome) -> impl Future<Output = Result<(), BackendError>> + Send;
@@ -419,3 +576,51 @@ forward_arc!(Clock {
     fn now(&self) -> DateTime<Utc>;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn token(owner: &str, fence: u64, ttl: Duration, sent: Instant) -> LeaderToken {
+        LeaderToken::new(owner, fence, Utc::now(), ttl, sent)
+    }
+
+    #[test]
+    fn a_fence_lets_a_call_through_only_while_the_lease_outlasts_it() {
+        let ttl = Duration::from_secs(15);
+        let (tx, rx) = tokio::sync::watch::channel(Some(token("a", 3, ttl, Instant::now())));
+        let fence = Fence::new(rx, &token("a", 3, ttl, Instant::now()));
+        assert_eq!(fence.attempt_timeout(), Duration::from_secs(5));
+        assert!(fence.check("SplitShard").is_ok());
+        // The last renewal was sent 9 s ago: 6 s left, less than 5 s + 1.5 s.
+        let stale = Instant::now()
+            .checked_sub(Duration::from_secs(9))
+            .expect("a monotonic clock 9 s old");
+        tx.send_replace(Some(token("a", 3, ttl, stale)));
+        let error = fence.check("SplitShard").expect_err("lapsing");
+        assert_eq!(error.label(), "fenced");
+        assert!(error.is_definite_rejection());
+        // Renewed: through again. Deposed, or another fence: never.
+        tx.send_replace(Some(token("a", 3, ttl, Instant::now())));
+        assert!(fence.check("SplitShard").is_ok());
+        tx.send_replace(Some(token("b", 4, ttl, Instant::now())));
+        assert!(fence.check("SplitShard").is_err());
+        tx.send_replace(None);
+        assert!(fence.check("SplitShard").is_err());
+    }
+
+    #[test]
+    fn unknown_outcomes_are_not_definite_rejections() {
+        let transient = BackendError::Transient {
+            api: "SplitShard",
+            message: "timed out".into(),
+        };
+        assert!(!transient.is_definite_rejection());
+        let rejected = BackendError::LimitExceeded {
+            api: "SplitShard",
+            message: "no".into(),
+        };
+        assert!(rejected.is_definite_rejection());
+    }
+}

@@ -109,13 +109,27 @@ pub async fn run<K, M, L, S, C, E>(
     C: Clock,
     E: Executor,
 {
+    let mut settings = settings;
+    settings.leader = Some(leader.clone());
+    settings.progress = Some(progress.clone());
     loop {
         let now = services.clock.now();
         progress.last_tick.store(now.timestamp(), Ordering::Relaxed);
         let current = policy.borrow_and_update().clone();
         let token = leader.borrow_and_update().clone();
         if executor.is_live() && token.is_none() {
-            tracing::debug!("standby: not the leader");
+            // A standby is ready when its loop runs and it reaches the state table: it can take
+            // over. (Only the leader acts; readiness must not depend on it, or a rollout that
+            // surges a new pod would stall on a pod that never becomes Ready.)
+            match services.state.leader_record().await {
+                Ok(record) => {
+                    tracing::debug!(leader = ?record.map(|r| r.owner), "standby: not the leader");
+                    progress
+                        .last_clean_pass
+                        .store(services.clock.now().timestamp(), Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, "standby: the state table cannot be read"),
+            }
         } else {
             let result = pass(&services, &current, &executor, token.as_ref(), &settings).await;
             if result.iter().all(|(_, r)| r.is_ok()) {

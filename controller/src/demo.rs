@@ -99,7 +99,14 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
         owner: "simulated".to_string(),
         ttl: Duration::from_secs(24 * 3600),
     };
-    let token = leadership::step(&services.state, &services.clock, &lease, None).await;
+    let token = leadership::step(
+        &services.state,
+        &services.clock,
+        &lease,
+        None,
+        &mut leadership::Observed::default(),
+    )
+    .await;
     let (_leader_tx, leader_rx) = watch::channel(token);
     let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,8 +1,10 @@
 //! `/metrics`, `/healthz` and `/readyz`.
 //!
-//! `/healthz` fails when the loop has not woken for a long time (stuck); `/readyz` is ready only
-//! while passes complete without errors, so a replica that cannot reach AWS is taken out of
-//! rotation but not restarted.
+//! `/healthz` fails when the loop has not woken for a long time (stuck); waiting for `ACTIVE`
+//! after a reshard counts as progress, so a leader busy with a slow operation is not killed.
+//! `/readyz`: the leader is ready while its passes complete without errors; a standby while its
+//! loop runs and it reaches the state table (it could take over). A replica that cannot reach AWS
+//! is taken out of rotation but not restarted.
 
 use crate::daemon::Progress;
 use crate::telemetry::Telemetry;

@@ -152,6 +152,7 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
         });
     }
     let (leader_tx, leader_rx) = watch::channel(None);
+    let (lease_stop_tx, lease_stop_rx) = watch::channel(false);
     let lease = LeaseSettings {
         owner: options.identity.clone(),
         ttl: options.leader_lease,
@@ -169,8 +170,14 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
             .await
             .context("cannot create or reach the state table")?;
         if options.once {
-            let Some(token) =
-                leadership::step(&services.state, &services.clock, &lease, None).await
+            let Some(token) = leadership::step(
+                &services.state,
+                &services.clock,
+                &lease,
+                None,
+                &mut leadership::Observed::default(),
+            )
+            .await
             else {
                 bail!(
                     "another replica holds the leader lease; nothing done (use --dry-run to see its plan)"
@@ -179,13 +186,15 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
             leader_tx.send_replace(Some(token.clone()));
             held = Some(token);
         } else {
+            // Leadership is released only after the loop has stopped (below), never while an
+            // operation of this replica may still be under way.
             maintain = Some(tokio::spawn(leadership::maintain(
                 services.state.clone(),
                 services.clock,
                 lease,
                 telemetry.clone(),
                 leader_tx.clone(),
-                stop_rx.clone(),
+                lease_stop_rx,
             )));
         }
     }
@@ -207,8 +216,8 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
         services.state.release_leadership(&token).await.ok();
     }
     if let Some(task) = maintain {
-        stop_tx.send_replace(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        lease_stop_tx.send_replace(true);
+        let _ = tokio::time::timeout(options.leader_lease, task).await;
     }
     drop(leader_tx);
     Ok(if ok {

@@ -6,8 +6,8 @@
 //! each, the cycle waits for `ACTIVE` again.
 
 use crate::backend::{
-    BackendError, Clock, JournalEntry, Kinesis, LeaderToken, LeaseTables, Metrics, ShardMetric,
-    StateStore, StreamDescription, StreamMode,
+    BackendError, Clock, Fence, JournalEntry, Kinesis, LeaderToken, LeaseTables, Metrics,
+    ShardMetric, StateStore, StreamDescription, StreamMode,
 };
 use crate::telemetry::{HeldLabels, OperationLabels, StreamLabels, Telemetry};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How far back the history is read for cooldowns and rate limits: as far as the longest
 /// cooldown or rate period a valid policy can set.
@@ -123,11 +124,13 @@ pub trait Executor: Send + Sync {
     /// Whether this executor mutates anything (selects journalling and waiting).
     fn is_live(&self) -> bool;
 
-    /// Performs (or reports) `op` on `stream`.
+    /// Performs (or reports) `op` on `stream`. A live executor sends nothing without a `fence`
+    /// that passes right before each attempt.
     fn perform(
         &self,
         stream: &str,
         op: &PlannedOperation,
+        fence: Option<&Fence>,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
@@ -149,7 +152,20 @@ impl<K: Kinesis> Executor for LiveExecutor<K> {
         true
     }
 
-    async fn perform(&self, stream: &str, op: &PlannedOperation) -> Result<(), BackendError> {
+    async fn perform(
+        &self,
+        stream: &str,
+        op: &PlannedOperation,
+        fence: Option<&Fence>,
+    ) -> Result<(), BackendError> {
+        let api = match op {
+            PlannedOperation::Split { .. } => "SplitShard",
+            PlannedOperation::Merge { .. } => "MergeShards",
+        };
+        let fence = fence.ok_or_else(|| BackendError::Fenced {
+            api,
+            message: "no leadership to act under".into(),
+        })?;
         match op {
             PlannedOperation::Split {
                 shard_id,
@@ -157,7 +173,7 @@ impl<K: Kinesis> Executor for LiveExecutor<K> {
                 ..
             } => {
                 self.kinesis
-                    .split_shard(stream, shard_id, *new_starting_hash_key)
+                    .split_shard(stream, shard_id, *new_starting_hash_key, fence)
                     .await
             }
             PlannedOperation::Merge {
@@ -166,7 +182,7 @@ impl<K: Kinesis> Executor for LiveExecutor<K> {
                 ..
             } => {
                 self.kinesis
-                    .merge_shards(stream, shard_id, adjacent_shard_id)
+                    .merge_shards(stream, shard_id, adjacent_shard_id, fence)
                     .await
             }
         }
@@ -182,9 +198,14 @@ impl Executor for DryRunExecutor {
         false
     }
 
-    async fn perform(&self, stream: &str, op: &PlannedOperation) -> Result<(), BackendError> {
+    async fn perform(
+        &self,
+        stream: &str,
+        op: &PlannedOperation,
+        _fence: Option<&Fence>,
+    ) -> Result<(), BackendError> {
+        // Reported by the caller (the cycle report; the CLI prints it).
         tracing::info!(stream = %stream, operation = %op, "dry run: would execute");
-        println!("[dry-run] {stream}: {op}");
         Ok(())
     }
 }
@@ -214,10 +235,15 @@ impl<K: Kinesis> Executor for ModeExecutor<K> {
         matches!(self, ModeExecutor::Live(_))
     }
 
-    async fn perform(&self, stream: &str, op: &PlannedOperation) -> Result<(), BackendError> {
+    async fn perform(
+        &self,
+        stream: &str,
+        op: &PlannedOperation,
+        fence: Option<&Fence>,
+    ) -> Result<(), BackendError> {
         match self {
-            ModeExecutor::Live(e) => e.perform(stream, op).await,
-            ModeExecutor::DryRun(e) => e.perform(stream, op).await,
+            ModeExecutor::Live(e) => e.perform(stream, op, fence).await,
+            ModeExecutor::DryRun(e) => e.perform(stream, op, fence).await,
         }
     }
 }
@@ -231,6 +257,12 @@ pub struct CycleSettings {
     pub active_timeout: Duration,
     /// How often to poll the stream status while waiting.
     pub active_poll: Duration,
+    /// The leadership task's channel: reshard calls check the latest token right before each
+    /// attempt (renewals during a long pass count). Without it the token passed to
+    /// [`Services::cycle`] is checked as it is.
+    pub leader: Option<watch::Receiver<Option<LeaderToken>>>,
+    /// Loop progress, advanced inside long waits too (so `/healthz` sees a busy loop alive).
+    pub progress: Option<Arc<crate::daemon::Progress>>,
 }
 
 impl Default for CycleSettings {
@@ -239,6 +271,8 @@ impl Default for CycleSettings {
             stop: Arc::new(AtomicBool::new(false)),
             active_timeout: Duration::from_secs(15 * 60),
             active_poll: Duration::from_secs(2),
+            leader: None,
+            progress: None,
         }
     }
 }
@@ -381,17 +415,29 @@ where
     /// Settles journal entries still in flight from what the shard map shows: the shards
     /// closed means the operation happened; the shards open on an `ACTIVE` stream means it never
     /// did. While the stream is `UPDATING` the entry stays in flight and nothing new starts.
+    ///
+    /// An entry another leader began is settled only once this leader has led for a lease plus
+    /// one reshard attempt: until then that leader's last call may still land.
     pub async fn resolve_in_flight(
         &self,
         stream: &str,
         obs: &Observation,
         journal: &mut [JournalEntry],
+        leader: Option<&LeaderToken>,
     ) -> Result<Vec<(String, OperationOutcome)>, ReconcileError> {
         let mut resolved = Vec::new();
         for entry in journal
             .iter_mut()
             .filter(|e| e.record.outcome == OperationOutcome::InFlight)
         {
+            if let Some(token) = leader
+                && entry.fence != Some(token.fence)
+                && token.acquired_at.elapsed() < token.ttl + token.attempt_timeout()
+            {
+                tracing::info!(stream = %stream, entry = %entry.id, fence = ?entry.fence,
+                    "another leader's operation is in flight; settling it once its last call cannot land");
+                continue;
+            }
             let closed = entry
                 .record
                 .shard_ids
@@ -404,7 +450,7 @@ where
             } else {
                 continue;
             };
-            self.state.finish(stream, &entry.id, outcome).await?;
+            self.settle(stream, &entry.id, outcome).await?;
             tracing::warn!(stream = %stream, entry = %entry.id, kind = %entry.record.kind,
                 outcome = ?outcome, "resolved an operation left in flight");
             entry.record.outcome = outcome;
@@ -434,7 +480,8 @@ where
             other => other?,
         };
         let resolved = if executor.is_live() {
-            self.resolve_in_flight(stream, &obs, &mut journal).await?
+            self.resolve_in_flight(stream, &obs, &mut journal, leader)
+                .await?
         } else {
             Vec::new()
         };
@@ -461,13 +508,23 @@ where
                 break;
             }
             if !executor.is_live() {
-                executor.perform(stream, op).await?;
+                executor.perform(stream, op, None).await?;
                 self.count(stream, op.kind(), "dry_run");
                 executed.push(Executed::DryRun(op.clone()));
                 continue;
             }
             let leader = leader.ok_or(ReconcileError::NotLeader)?;
+            let fence = match &settings.leader {
+                Some(rx) => Fence::new(rx.clone(), leader),
+                None => Fence::fixed(leader),
+            };
             self.revalidate(stream, op).await?;
+            // A deposed or lapsing leader journals nothing (and the Kinesis call checks again
+            // before every attempt).
+            if let Err(error) = fence.check("TransactWriteItems") {
+                tracing::warn!(stream = %stream, %error, "not acting");
+                return Err(ReconcileError::NotLeader);
+            }
             let record = OperationRecord {
                 kind: op.kind(),
                 shard_ids: op.shard_ids().iter().map(|s| s.to_string()).collect(),
@@ -479,22 +536,29 @@ where
                 Err(BackendError::ConditionFailed { .. }) => return Err(ReconcileError::NotLeader),
                 Err(e) => return Err(e.into()),
             };
-            match executor.perform(stream, op).await {
+            match executor.perform(stream, op, Some(&fence)).await {
                 Ok(()) => {
                     tracing::info!(stream = %stream, operation = %op, "executed");
+                    // Until ACTIVE the entry stays in flight; if waiting fails, the shard map
+                    // settles it on a later cycle.
                     self.wait_active(stream, op, settings).await?;
-                    self.state
-                        .finish(stream, &id, OperationOutcome::Succeeded)
+                    self.settle(stream, &id, OperationOutcome::Succeeded)
                         .await?;
                     self.count(stream, op.kind(), "succeeded");
                     executed.push(Executed::Done(op.clone()));
                 }
-                Err(e) => {
-                    // Kinesis said no: the shards did not change.
-                    self.state
-                        .finish(stream, &id, OperationOutcome::Failed)
-                        .await?;
+                Err(e) if e.is_definite_rejection() => {
+                    // Kinesis said no, or nothing was sent: the shards did not change.
+                    self.settle(stream, &id, OperationOutcome::Failed).await?;
                     self.count(stream, op.kind(), "failed");
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    // The call may have landed: the entry stays in flight (it holds every new
+                    // operation of this stream) until the shard map settles it.
+                    tracing::warn!(stream = %stream, operation = %op, error = %e,
+                        "outcome unknown; the journal entry stays in flight until the shard map settles it");
+                    self.count(stream, op.kind(), "unknown");
                     return Err(e.into());
                 }
             }
@@ -510,6 +574,24 @@ where
             executed,
             resolved,
         })
+    }
+
+    /// Records an outcome unless the entry was settled already (by another leader, from the
+    /// shard map): that is logged, not an error.
+    async fn settle(
+        &self,
+        stream: &str,
+        id: &str,
+        outcome: OperationOutcome,
+    ) -> Result<(), ReconcileError> {
+        match self.state.finish(stream, id, outcome).await {
+            Ok(()) => Ok(()),
+            Err(BackendError::ConditionFailed { message, .. }) => {
+                tracing::warn!(stream = %stream, entry = %id, %message, "entry already settled");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// For `splitPoint: trafficWeighted`: samples the records of the shards the planner wants to
@@ -686,6 +768,12 @@ where
             };
             if status == StreamStatus::Active {
                 return Ok(());
+            }
+            // Waiting for ACTIVE is progress: keep the liveness probe fed.
+            if let Some(progress) = &settings.progress {
+                progress
+                    .last_tick
+                    .store(self.clock.now().timestamp(), Ordering::Relaxed);
             }
             let waited = (self.clock.now() - started).to_std().unwrap_or_default();
             if waited >= settings.active_timeout {

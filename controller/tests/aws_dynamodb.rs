@@ -311,11 +311,27 @@ async fn the_journal_round_trips_oldest_first_across_pages() {
     assert_eq!(recent[0].id, merge_id);
     assert_eq!(store.history("payments", t0).await.unwrap().len(), 1);
 
+    // `finish` is conditional on the entry still being in flight: a missing entry, or one
+    // settled already (by another leader, from the shard map), is not overwritten.
     let error = store
         .finish("orders", "no-such-entry", OperationOutcome::Succeeded)
         .await
         .unwrap_err();
-    assert!(matches!(error, BackendError::NotFound { .. }), "{error:?}");
+    assert!(
+        matches!(error, BackendError::ConditionFailed { .. }),
+        "{error:?}"
+    );
+    let error = store
+        .finish("orders", &merge_id, OperationOutcome::Succeeded)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, BackendError::ConditionFailed { .. }),
+        "{error:?}"
+    );
+    let history = store.history("orders", t0).await.unwrap();
+    assert_eq!(history[1].record.outcome, OperationOutcome::Failed);
+    assert_eq!(history[1].fence, Some(leader.fence));
 }
 
 #[tokio::test]

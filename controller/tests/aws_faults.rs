@@ -5,10 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::Instant;
+
+/// Adapter tests act without a leadership task: a fence open for an hour.
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 use aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
 use chrono::{TimeZone, Utc};
 use shardctl::aws::{AwsBackend, AwsOptions, RetryPolicy};
-use shardctl::backend::{BackendError, Kinesis, LeaderToken, LeaseTables, Metrics, StateStore};
+use shardctl::backend::{
+    BackendError, Fence, Kinesis, LeaderToken, LeaseTables, Metrics, StateStore,
+};
 use shardctl::telemetry::{CallLabels, Telemetry};
 use shardctl_policies::{OperationKind, OperationOutcome, OperationRecord};
 use std::collections::VecDeque;
@@ -171,7 +178,12 @@ async fn throttling_and_limit_exceeded_are_retried_until_the_split_is_accepted()
     ]);
     let (aws, telemetry) = backend(&fake, 6);
     aws.kinesis
-        .split_shard("orders", "shardId-000000000000", 1 << 127)
+        .split_shard(
+            "orders",
+            "shardId-000000000000",
+            1 << 127,
+            &Fence::fixed(&LeaderToken::new("t", 1, Utc::now(), HOUR, Instant::now())),
+        )
         .await
         .unwrap();
     for outcome in ["limit_exceeded", "throttled", "resource_in_use", "ok"] {
@@ -204,7 +216,12 @@ async fn retries_stop_at_the_attempt_bound_with_the_last_error() {
     let (aws, telemetry) = backend(&fake, 3);
     let error = aws
         .kinesis
-        .merge_shards("orders", "shardId-000000000000", "shardId-000000000001")
+        .merge_shards(
+            "orders",
+            "shardId-000000000000",
+            "shardId-000000000001",
+            &Fence::fixed(&LeaderToken::new("t", 1, Utc::now(), HOUR, Instant::now())),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -228,7 +245,12 @@ async fn a_reshard_with_an_unknown_outcome_is_not_repeated_but_reads_are() {
     let (aws, telemetry) = backend(&fake, 6);
     let error = aws
         .kinesis
-        .split_shard("orders", "shardId-000000000000", 42)
+        .split_shard(
+            "orders",
+            "shardId-000000000000",
+            42,
+            &Fence::fixed(&LeaderToken::new("t", 1, Utc::now(), HOUR, Instant::now())),
+        )
         .await
         .unwrap_err();
     assert!(matches!(error, BackendError::Transient { .. }), "{error:?}");
@@ -367,6 +389,9 @@ async fn dynamodb_throttling_and_cancelled_transactions_are_classified_and_retri
         owner: "replica-a".into(),
         fence: 4,
         expires_at: Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 10).unwrap(),
+        ttl: std::time::Duration::from_secs(10),
+        local_deadline: Instant::now() + std::time::Duration::from_secs(10),
+        acquired_at: Instant::now(),
     };
     let record = OperationRecord {
         kind: OperationKind::Split,

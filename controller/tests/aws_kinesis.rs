@@ -7,7 +7,7 @@
 
 mod aws_support;
 
-use aws_support::{backend, calls, eventually, sdk_config, unique};
+use aws_support::{backend, calls, eventually, open_fence, sdk_config, unique};
 use shardctl::aws::{AwsOptions, RetryPolicy};
 use shardctl::backend::{BackendError, Kinesis, ShardMetric, StreamMode};
 use shardctl_policies::{Shard, ShardMap, ShardState, StreamStatus};
@@ -85,7 +85,7 @@ async fn list_shards_pages_and_reports_lineage_after_a_split_and_a_merge() {
     let parent = initial[0].clone();
     let at = midpoint(&parent);
     kinesis
-        .split_shard(&stream, &parent.shard_id, at)
+        .split_shard(&stream, &parent.shard_id, at, &open_fence())
         .await
         .unwrap();
     wait_active(kinesis, &stream).await;
@@ -117,7 +117,7 @@ async fn list_shards_pages_and_reports_lineage_after_a_split_and_a_merge() {
 
     // Merge the two children back.
     kinesis
-        .merge_shards(&stream, &low.shard_id, &high.shard_id)
+        .merge_shards(&stream, &low.shard_id, &high.shard_id, &open_fence())
         .await
         .unwrap();
     wait_active(kinesis, &stream).await;
@@ -194,13 +194,23 @@ async fn a_split_while_updating_is_resource_in_use_and_the_retry_layer_waits_it_
     let shards = once.kinesis.list_shards(&stream).await.unwrap();
 
     once.kinesis
-        .split_shard(&stream, &shards[0].shard_id, midpoint(&shards[0]))
+        .split_shard(
+            &stream,
+            &shards[0].shard_id,
+            midpoint(&shards[0]),
+            &open_fence(),
+        )
         .await
         .unwrap();
     // The stream is UPDATING now: a second reshard is refused, and classified as such.
     let refused = once
         .kinesis
-        .split_shard(&stream, &shards[1].shard_id, midpoint(&shards[1]))
+        .split_shard(
+            &stream,
+            &shards[1].shard_id,
+            midpoint(&shards[1]),
+            &open_fence(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -219,7 +229,12 @@ async fn a_split_while_updating_is_resource_in_use_and_the_retry_layer_waits_it_
     // With retries, the same call succeeds once the stream is ACTIVE again.
     retrying
         .kinesis
-        .split_shard(&stream, &shards[1].shard_id, midpoint(&shards[1]))
+        .split_shard(
+            &stream,
+            &shards[1].shard_id,
+            midpoint(&shards[1]),
+            &open_fence(),
+        )
         .await
         .unwrap();
     let refusals = calls(&retrying_telemetry, "SplitShard", "resource_in_use");
@@ -253,7 +268,12 @@ async fn invalid_reshards_and_missing_streams_are_classified() {
     // The first and the last shard are not adjacent: Kinesis refuses to merge them.
     let error = aws
         .kinesis
-        .merge_shards(&stream, &shards[0].shard_id, &shards[2].shard_id)
+        .merge_shards(
+            &stream,
+            &shards[0].shard_id,
+            &shards[2].shard_id,
+            &open_fence(),
+        )
         .await
         .unwrap_err();
     assert!(

@@ -203,8 +203,13 @@ impl<E: Executor> Executor for DiesAfterTheCall<E> {
         true
     }
 
-    async fn perform(&self, stream: &str, op: &PlannedOperation) -> Result<(), BackendError> {
-        self.0.perform(stream, op).await?;
+    async fn perform(
+        &self,
+        stream: &str,
+        op: &PlannedOperation,
+        fence: Option<&shardctl::backend::Fence>,
+    ) -> Result<(), BackendError> {
+        self.0.perform(stream, op, fence).await?;
         std::future::pending().await
     }
 }
@@ -232,16 +237,32 @@ async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
     assert_eq!(journal.len(), 1);
     assert_eq!(journal[0].record.outcome, OperationOutcome::InFlight);
 
-    // Restart: the journal entry is settled from the shard map, and the split is not repeated.
+    // Another replica takes over (the crashed one's lease lapsed). Until it has led for a lease
+    // plus one reshard attempt, the crashed leader's last call could still land: the entry stays
+    // in flight and holds the stream.
     wait_active(&c, &stream).await;
     let (restarted, telemetry) = services(&table).await;
+    let later = chrono::Utc::now() + chrono::TimeDelta::seconds(60);
+    let mut successor = restarted
+        .state
+        .acquire_leadership("replica-b", Duration::from_secs(30), later)
+        .await
+        .unwrap()
+        .expect("the crashed leader's lease lapsed");
+    assert!(successor.fence > token.fence);
+    let live = LiveExecutor::new(restarted.kinesis.clone());
     let report = restarted
-        .cycle(
-            &policy,
-            &LiveExecutor::new(restarted.kinesis.clone()),
-            Some(&token),
-            &settings(),
-        )
+        .cycle(&policy, &live, Some(&successor), &settings())
+        .await
+        .unwrap();
+    assert!(report.resolved.is_empty(), "{:?}", report.resolved);
+    assert!(report.executed.is_empty(), "{:#?}", report.executed);
+    // A lease plus one attempt later: settled from the shard map, and not repeated.
+    successor.acquired_at = std::time::Instant::now()
+        .checked_sub(successor.ttl + successor.attempt_timeout())
+        .unwrap();
+    let report = restarted
+        .cycle(&policy, &live, Some(&successor), &settings())
         .await
         .unwrap();
     assert_eq!(report.resolved.len(), 1);
@@ -265,7 +286,7 @@ async fn the_drain_gate_holds_children_until_the_parent_is_drained() {
     let parent = open_shards(&svc, &stream).await.remove(0);
     let key = parent.hash_key_range.midpoint_split_key().unwrap();
     svc.kinesis
-        .split_shard(&stream, &parent.shard_id, key)
+        .split_shard(&stream, &parent.shard_id, key, &open_fence())
         .await
         .unwrap();
     wait_active(&c, &stream).await;
@@ -492,7 +513,7 @@ async fn split_stream_with_gate(
     let parent = open_shards(svc, &stream).await.remove(0);
     let key = parent.hash_key_range.midpoint_split_key().unwrap();
     svc.kinesis
-        .split_shard(&stream, &parent.shard_id, key)
+        .split_shard(&stream, &parent.shard_id, key, &open_fence())
         .await
         .unwrap();
     wait_active(c, &stream).await;

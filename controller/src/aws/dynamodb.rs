@@ -8,7 +8,7 @@
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
 //! | leader lease | `leader` | `leader` | `owner`, `fence` (N), `expiresAt` (N, Unix ms) |
-//! | journal entry | `journal#<stream>` | `<startedAt RFC 3339, ns>#<uuid>` (the entry id) | `kind`, `shardIds` (L of S), `startedAt`, `outcome`, `owner`, `fence` |
+//! | journal entry | `journal#<stream>` | `<startedAt RFC 3339, ns>#<uuid>` (the entry id) | `kind`, `shardIds` (L of S), `startedAt`, `outcome`, `owner`, `fence`, `finishedAt` (once settled) |
 //!
 //! The fence grows by one every time leadership changes owner and never goes back: releasing
 //! leadership expires the lease instead of deleting it. `begin` is a transaction of a condition
@@ -21,7 +21,9 @@
 
 use super::retry::{Idempotency, Retrier};
 use super::{ErrorClass, build_error, classify_sdk, malformed};
-use crate::backend::{BackendError, JournalEntry, LeaderToken, LeaseTables, StateStore};
+use crate::backend::{
+    BackendError, JournalEntry, LeaderRecord, LeaderToken, LeaseTables, StateStore,
+};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -59,6 +61,7 @@ const KIND: &str = "kind";
 const SHARD_IDS: &str = "shardIds";
 const STARTED_AT: &str = "startedAt";
 const OUTCOME: &str = "outcome";
+const FINISHED_AT: &str = "finishedAt";
 
 /// How long `ensure` waits for a new table to become `ACTIVE`.
 const TABLE_ACTIVE_DEADLINE: Duration = Duration::from_secs(120);
@@ -346,6 +349,14 @@ impl Leader {
 }
 
 impl StateStore for DynamoStateStore {
+    async fn leader_record(&self) -> Result<Option<LeaderRecord>, BackendError> {
+        Ok(self.read_leader().await?.map(|l| LeaderRecord {
+            owner: l.owner,
+            fence: l.fence,
+            expires_at: DateTime::from_timestamp_millis(l.expires_at_ms).unwrap_or_default(),
+        }))
+    }
+
     async fn ensure(&self) -> Result<(), BackendError> {
         let started = tokio::time::Instant::now();
         if self.describe().await?.is_none() {
@@ -490,21 +501,27 @@ impl StateStore for DynamoStateStore {
                     .update_item()
                     .table_name(&self.table)
                     .set_key(Some(Self::journal_key(stream, id)))
-                    .update_expression("SET #outcome = :outcome")
-                    .condition_expression("attribute_exists(#pk)")
+                    .update_expression("SET #outcome = :outcome, #finishedAt = :finishedAt")
+                    .condition_expression("attribute_exists(#pk) AND #outcome = :inFlight")
                     .expression_attribute_names("#outcome", OUTCOME)
+                    .expression_attribute_names("#finishedAt", FINISHED_AT)
                     .expression_attribute_names("#pk", PK)
                     .expression_attribute_values(":outcome", s(outcome_text(outcome)))
+                    .expression_attribute_values(
+                        ":inFlight",
+                        s(outcome_text(OperationOutcome::InFlight)),
+                    )
+                    .expression_attribute_values(":finishedAt", s(time_key(Utc::now())))
                     .send()
                     .await
                     .map_err(|e| classify(UPDATE_ITEM, e))
             })
             .await
             .map_err(|error| match error {
-                BackendError::ConditionFailed { api, .. } => BackendError::NotFound {
+                BackendError::ConditionFailed { api, .. } => BackendError::ConditionFailed {
                     api,
                     message: format!(
-                        "no journal entry {id} for stream {stream} in {}",
+                        "journal entry {id} of stream {stream} in {} is missing or no longer in flight",
                         self.table
                     ),
                 },
@@ -525,6 +542,7 @@ impl StateStore for DynamoStateStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<LeaderToken>, BackendError> {
+        let sent = std::time::Instant::now();
         let expires_at = expiry(now, ttl)?;
         let now_ms = now.timestamp_millis();
         let current = self.read_leader().await?;
@@ -574,11 +592,7 @@ impl StateStore for DynamoStateStore {
                 request.send().await.map_err(|e| classify(PUT_ITEM, e))
             })
             .await;
-        let token = LeaderToken {
-            owner: owner.to_string(),
-            fence,
-            expires_at,
-        };
+        let token = LeaderToken::new(owner, fence, expires_at, ttl, sent);
         match put {
             Ok(_) => {
                 tracing::info!(owner, fence, "leadership acquired");
@@ -609,6 +623,7 @@ impl StateStore for DynamoStateStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<LeaderToken>, BackendError> {
+        let sent = std::time::Instant::now();
         let expires_at = expiry(now, ttl)?;
         if self
             .set_expiry(token, expires_at.timestamp_millis())
@@ -616,6 +631,8 @@ impl StateStore for DynamoStateStore {
         {
             Ok(Some(LeaderToken {
                 expires_at,
+                ttl,
+                local_deadline: sent.checked_add(ttl).unwrap_or(sent),
                 ..token.clone()
             }))
         } else {
@@ -707,6 +724,10 @@ fn entry_from_item(item: &Item) -> Result<JournalEntry, String> {
         "failed" => OperationOutcome::Failed,
         other => return Err(format!("entry {id}: unknown outcome {other:?}")),
     };
+    let fence = match item.get(FENCE) {
+        Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+        _ => None,
+    };
     Ok(JournalEntry {
         id,
         record: OperationRecord {
@@ -715,6 +736,7 @@ fn entry_from_item(item: &Item) -> Result<JournalEntry, String> {
             started_at,
             outcome,
         },
+        fence,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::retry::{Idempotency, Retrier};
 use super::{ErrorClass, classify_sdk, malformed};
-use crate::backend::{BackendError, Kinesis, ShardMetric, StreamDescription, StreamMode};
+use crate::backend::{BackendError, Fence, Kinesis, ShardMetric, StreamDescription, StreamMode};
 use aws_config::SdkConfig;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::SdkError;
@@ -12,6 +12,7 @@ use aws_sdk_kinesis::types as sdk;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use shardctl_policies::{HashKey, HashRange, Shard, ShardMetrics, ShardState, StreamStatus};
+use std::future::Future;
 use std::time::Duration;
 
 const DESCRIBE_STREAM_SUMMARY: &str = "DescribeStreamSummary";
@@ -109,18 +110,23 @@ impl Kinesis for AwsKinesis {
         stream: &str,
         shard_id: &str,
         new_starting_hash_key: HashKey,
+        fence: &Fence,
     ) -> Result<(), BackendError> {
         let key = new_starting_hash_key.to_string();
         self.retrier
             .call(SPLIT_SHARD, Idempotency::NonIdempotent, || async {
-                self.client
-                    .split_shard()
-                    .stream_name(stream)
-                    .shard_to_split(shard_id)
-                    .new_starting_hash_key(&key)
-                    .send()
-                    .await
-                    .map_err(|e| classify(SPLIT_SHARD, e))
+                fence.check(SPLIT_SHARD)?;
+                fenced_attempt(SPLIT_SHARD, fence, async {
+                    self.client
+                        .split_shard()
+                        .stream_name(stream)
+                        .shard_to_split(shard_id)
+                        .new_starting_hash_key(&key)
+                        .send()
+                        .await
+                        .map_err(|e| classify(SPLIT_SHARD, e))
+                })
+                .await
             })
             .await?;
         tracing::info!(stream, shard = shard_id, at = %key, "split requested");
@@ -132,17 +138,22 @@ impl Kinesis for AwsKinesis {
         stream: &str,
         shard_id: &str,
         adjacent_shard_id: &str,
+        fence: &Fence,
     ) -> Result<(), BackendError> {
         self.retrier
             .call(MERGE_SHARDS, Idempotency::NonIdempotent, || async {
-                self.client
-                    .merge_shards()
-                    .stream_name(stream)
-                    .shard_to_merge(shard_id)
-                    .adjacent_shard_to_merge(adjacent_shard_id)
-                    .send()
-                    .await
-                    .map_err(|e| classify(MERGE_SHARDS, e))
+                fence.check(MERGE_SHARDS)?;
+                fenced_attempt(MERGE_SHARDS, fence, async {
+                    self.client
+                        .merge_shards()
+                        .stream_name(stream)
+                        .shard_to_merge(shard_id)
+                        .adjacent_shard_to_merge(adjacent_shard_id)
+                        .send()
+                        .await
+                        .map_err(|e| classify(MERGE_SHARDS, e))
+                })
+                .await
             })
             .await?;
         tracing::info!(
@@ -305,6 +316,27 @@ fn metrics_name(metric: ShardMetric) -> sdk::MetricsName {
             sdk::MetricsName::WriteProvisionedThroughputExceeded
         }
     }
+}
+
+/// One reshard attempt within the fence's attempt time. An attempt cut off there has an unknown
+/// outcome: it is not sent again (the call is not idempotent), and the journal entry stays in
+/// flight until the shard map settles it.
+async fn fenced_attempt<T>(
+    api: &'static str,
+    fence: &Fence,
+    attempt: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout(fence.attempt_timeout(), attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackendError::Transient {
+                api,
+                message: format!(
+                    "no answer within {:?}; the outcome is unknown",
+                    fence.attempt_timeout()
+                ),
+            })
+        })
 }
 
 /// Maps a `DescribeStreamSummary` result; `Err` names what is missing or malformed.

@@ -12,8 +12,8 @@ use super::traffic::{
     BUCKETS, Burst, MinuteRates, Offered, Scenario, TrafficModel, bucket_of, bucket_start,
 };
 use crate::backend::{
-    BackendError, Clock, JournalEntry, Kinesis, LeaderToken, LeaseTables, Metrics, ShardMetric,
-    StateStore, StreamDescription, StreamMode,
+    BackendError, Clock, Fence, JournalEntry, Kinesis, LeaderRecord, LeaderToken, LeaseTables,
+    Metrics, ShardMetric, StateStore, StreamDescription, StreamMode,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
@@ -731,6 +731,13 @@ impl World {
     }
 }
 
+/// The simulator's leases run on virtual time; by the process's own clock they last one lease
+/// from now (a simulated day passes in seconds, so a pass never outlives it).
+fn local_deadline(ttl: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(ttl).unwrap_or(now)
+}
+
 /// `n` even ranges over the key space.
 pub fn even_ranges(n: usize) -> Vec<HashRange> {
     shardctl_policies::shard_map::even_shards(n.max(1))
@@ -790,7 +797,9 @@ impl Kinesis for SimKinesis {
         stream: &str,
         shard_id: &str,
         new_starting_hash_key: HashKey,
+        fence: &Fence,
     ) -> Result<(), BackendError> {
+        fence.check("SplitShard")?;
         let mut w = self.0.lock();
         w.check_stream("SplitShard", stream)?;
         w.split(shard_id, new_starting_hash_key)
@@ -801,7 +810,9 @@ impl Kinesis for SimKinesis {
         stream: &str,
         shard_id: &str,
         adjacent_shard_id: &str,
+        fence: &Fence,
     ) -> Result<(), BackendError> {
+        fence.check("MergeShards")?;
         let mut w = self.0.lock();
         w.check_stream("MergeShards", stream)?;
         w.merge(shard_id, adjacent_shard_id)
@@ -941,6 +952,7 @@ impl StateStore for MemoryStateStore {
             JournalEntry {
                 id: id.clone(),
                 record: record.clone(),
+                fence: Some(leader.fence),
             },
         ));
         Ok(id)
@@ -958,15 +970,23 @@ impl StateStore for MemoryStateStore {
             .iter_mut()
             .find(|(st, e)| st == stream && e.id == id)
         {
-            Some((_, e)) => {
+            Some((_, e)) if e.record.outcome == OperationOutcome::InFlight => {
                 e.record.outcome = outcome;
                 Ok(())
             }
-            None => Err(BackendError::NotFound {
+            _ => Err(BackendError::ConditionFailed {
                 api: "UpdateItem",
-                message: format!("journal entry {id} not found"),
+                message: format!("journal entry {id} is missing or no longer in flight"),
             }),
         }
+    }
+
+    async fn leader_record(&self) -> Result<Option<LeaderRecord>, BackendError> {
+        Ok(self.lock().leader.as_ref().map(|l| LeaderRecord {
+            owner: l.owner.clone(),
+            fence: l.fence,
+            expires_at: l.expires_at,
+        }))
     }
 
     async fn acquire_leadership(
@@ -982,12 +1002,20 @@ impl StateStore for MemoryStateStore {
         {
             return Ok(None);
         }
-        let fence = s.leader.as_ref().map_or(1, |l| l.fence + 1);
-        let token = LeaderToken {
-            owner: owner.to_string(),
-            fence,
-            expires_at: add_saturating(now, TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX)),
+        // As the DynamoDB store: the same owner keeps its fence; a new owner bumps it; a
+        // released lease keeps its fence (release expires it, never deletes it).
+        let fence = match &s.leader {
+            None => 1,
+            Some(l) if l.owner == owner => l.fence,
+            Some(l) => l.fence.saturating_add(1),
         };
+        let token = LeaderToken::new(
+            owner,
+            fence,
+            add_saturating(now, TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX)),
+            ttl,
+            std::time::Instant::now(),
+        );
         s.leader = Some(token.clone());
         Ok(Some(token))
     }
@@ -1003,6 +1031,8 @@ impl StateStore for MemoryStateStore {
             Some(l) if l.owner == token.owner && l.fence == token.fence => {
                 l.expires_at =
                     add_saturating(now, TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX));
+                l.ttl = ttl;
+                l.local_deadline = local_deadline(ttl);
                 Ok(Some(l.clone()))
             }
             _ => Ok(None),
@@ -1011,11 +1041,11 @@ impl StateStore for MemoryStateStore {
 
     async fn release_leadership(&self, token: &LeaderToken) -> Result<(), BackendError> {
         let mut s = self.lock();
-        if s.leader
-            .as_ref()
-            .is_some_and(|l| l.owner == token.owner && l.fence == token.fence)
+        if let Some(l) = s.leader.as_mut()
+            && l.owner == token.owner
+            && l.fence == token.fence
         {
-            s.leader = None;
+            l.expires_at = DateTime::<Utc>::UNIX_EPOCH;
         }
         Ok(())
     }

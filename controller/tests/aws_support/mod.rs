@@ -71,3 +71,15 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// A fence open for an hour (adapter tests act without a leadership task).
+#[allow(dead_code)]
+pub fn open_fence() -> shardctl::backend::Fence {
+    shardctl::backend::Fence::fixed(&shardctl::backend::LeaderToken::new(
+        "adapter-test",
+        1,
+        chrono::Utc::now(),
+        std::time::Duration::from_secs(3600),
+        std::time::Instant::now(),
+    ))
+}

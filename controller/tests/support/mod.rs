@@ -252,3 +252,15 @@ pub async fn table_exists(c: &Clients, table: &str) -> bool {
         .await
         .is_ok()
 }
+
+/// A fence open for an hour (tests that reshard without a leadership task).
+#[allow(dead_code)]
+pub fn open_fence() -> shardctl::backend::Fence {
+    shardctl::backend::Fence::fixed(&shardctl::backend::LeaderToken::new(
+        "test",
+        1,
+        Utc::now(),
+        Duration::from_secs(3600),
+        std::time::Instant::now(),
+    ))
+}
