@@ -147,6 +147,20 @@ async fn leadership_is_exclusive_fenced_and_released() {
     let store = state_store(&config, &table);
     store.ensure().await.unwrap();
     store.ensure().await.unwrap();
+    leadership_contract(&store).await;
+}
+
+/// The simulator's state store keeps the same contract as DynamoDB's (it bumped the fence when
+/// the same owner re-acquired and restarted it at 1 after a release).
+#[tokio::test]
+async fn the_simulator_s_state_store_keeps_the_same_contract() {
+    let store = shardctl::sim::world::MemoryStateStore::default();
+    leadership_contract(&store).await;
+}
+
+/// One contract, run against every state store.
+async fn leadership_contract<S: StateStore>(store: &S) {
+    assert_eq!(store.leader_record().await.unwrap(), None);
     let ttl = Duration::from_secs(10);
     let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
     let secs = |n: i64| t0 + chrono::Duration::seconds(n);
@@ -228,8 +242,12 @@ async fn leadership_is_exclusive_fenced_and_released() {
         None
     );
 
-    // B releases on shutdown: A takes over at once, with the next fence.
+    // B releases on shutdown: the record keeps its fence and shows the release; A takes over
+    // at once, with the next fence.
     store.release_leadership(&b).await.unwrap();
+    let released = store.leader_record().await.unwrap().unwrap();
+    assert_eq!((released.owner.as_str(), released.fence), ("replica-b", 2));
+    assert!(released.expires_at <= chrono::DateTime::<Utc>::UNIX_EPOCH);
     let a = store
         .acquire_leadership("replica-a", ttl, secs(33))
         .await
@@ -245,6 +263,20 @@ async fn leadership_is_exclusive_fenced_and_released() {
         store.begin("orders", &record, &b).await,
         Err(BackendError::ConditionFailed { .. })
     ));
+    // A journals; finishing twice is refused (the second outcome would overwrite the first).
+    let id = store.begin("orders", &record, &a).await.unwrap();
+    store
+        .finish("orders", &id, OperationOutcome::Succeeded)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.finish("orders", &id, OperationOutcome::Failed).await,
+        Err(BackendError::ConditionFailed { .. })
+    ));
+    let history = store.history("orders", t0).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].record.outcome, OperationOutcome::Succeeded);
+    assert_eq!(history[0].fence, Some(3));
 }
 
 #[tokio::test]

@@ -941,7 +941,7 @@ impl StateStore for MemoryStateStore {
             .is_some_and(|l| l.owner == leader.owner && l.fence == leader.fence);
         if !current {
             return Err(BackendError::ConditionFailed {
-                api: "PutItem",
+                api: "TransactWriteItems",
                 message: "leadership lost".to_string(),
             });
         }
