@@ -3,11 +3,12 @@
 //! Targets from the simulator's issue: at least 90 % fewer throttled records than uniform scaling,
 //! at most 10 % more shard-hours than uniform scaling, cheaper than on-demand. Measured with seed
 //! 1 over 24 h (`shardctl simulate --policy policies/examples/telecom-org-events.yaml --scenario
-//! hot-org-surge`):
+//! hot-org-surge`; since `simulate` runs the same loop driver as `shardctl run`, waking an
+//! evaluation interval after each pass ends rather than on a fixed grid):
 //!
 //! | strategy  | throttled           | shard-hours | cost   | relief  |
 //! |-----------|---------------------|-------------|--------|---------|
-//! | shardctl  |    34,129 (0.013 %) | 416.2       | $10.05 | 9 min   |
+//! | shardctl  |    36,773 (0.014 %) | 416.1       | $10.05 | 9 min   |
 //! | uniform   | 1,770,694 (0.651 %) | 310.4       |  $8.44 | never   |
 //! | static    | 1,691,272 (0.622 %) | 384.0       |  $9.55 | never   |
 //! | on-demand |        21 (0.000 %) | -           | $66.60 | 0 min   |

@@ -13,12 +13,17 @@ use super::world::{
     SimMetrics, World, WorldConfig,
 };
 use crate::backend::StateStore;
+use crate::daemon;
+use crate::leadership::{self, LeaseSettings};
 use crate::reconcile::{CycleSettings, LiveExecutor, Services};
 use crate::telemetry::Telemetry;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shardctl_policies::StreamPolicy;
+use shardctl_policies::policy::{ApiVersion, PolicyKind, PolicySpec};
+use shardctl_policies::{HumanDuration, PolicyFile, StreamPolicy};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Published prices, in USD. One place; override for other regions or new price lists.
 ///
@@ -369,6 +374,9 @@ pub fn services(world: &SharedWorld) -> SimServices {
     }
 }
 
+/// Runs shardctl's own loop driver ([`crate::daemon::run`], as `shardctl run` does) against the
+/// simulated world: the same wake-ups (every evaluation interval and every budget start), the
+/// same leadership and fencing, the live executor. The world's clock moves when the loop sleeps.
 fn run_shardctl(
     world: &SharedWorld,
     cfg: &SimConfig,
@@ -376,43 +384,75 @@ fn run_shardctl(
     progress: Progress<'_>,
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .context("cannot start the simulation runtime")?;
-    let svc = services(world);
+    let svc = Arc::new(services(world));
     let executor = LiveExecutor::new(svc.kinesis.clone());
-    let settings = CycleSettings::default();
-    let interval = cfg.evaluation_interval.as_secs().max(1);
+    let policy = PolicyFile {
+        api_version: ApiVersion::V1Alpha1,
+        kind: PolicyKind::ScalingPolicy,
+        metadata: None,
+        spec: PolicySpec {
+            evaluation_interval: HumanDuration(cfg.evaluation_interval),
+            streams: vec![cfg.policy.clone()],
+        },
+    };
     rt.block_on(async {
         svc.state.ensure().await?;
-        let now = world.lock().now();
-        let ttl = Duration::from_secs(end + 24 * 3600);
-        let leader = svc
-            .state
-            .acquire_leadership("shardctl-simulator", ttl, now)
-            .await?
-            .context("the simulated state table refused leadership")?;
-        let mut next = 0;
+        let lease = LeaseSettings {
+            owner: "shardctl-simulator".to_string(),
+            ttl: Duration::from_secs(end.saturating_add(24 * 3600)),
+        };
+        let leader = leadership::step(
+            &svc.state,
+            &svc.clock,
+            &lease,
+            None,
+            &mut leadership::Observed::default(),
+        )
+        .await
+        .context("the simulated state table refused leadership")?;
+        let (_leader_tx, leader_rx) = watch::channel(Some(leader));
+        let stop_policy = policy.clone();
+        let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let (stop_tx, stop_rx) = watch::channel(world.lock().elapsed() >= end);
         let mut last_hour = 0;
-        loop {
-            {
-                let mut w = world.lock();
-                w.advance_to(next.min(end));
-                if w.elapsed() >= end {
-                    break;
+        let on_pass = |pass: &daemon::Pass| {
+            for (_, result) in pass {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, label = e.label(), "simulated cycle failed");
                 }
             }
-            if let Err(e) = svc
-                .cycle(&cfg.policy, &executor, Some(&leader), &settings)
-                .await
-            {
-                tracing::debug!(error = %e, label = e.label(), "simulated cycle failed");
-            }
             let elapsed = world.lock().elapsed();
-            next = (next + interval).max(elapsed);
             if elapsed / 3600 > last_hour {
                 last_hour = elapsed / 3600;
                 progress(Strategy::Shardctl, elapsed.min(end) / 60, cfg.minutes);
             }
+            // Stop before the loop would sleep to a wake at or past the end.
+            let now = world.lock().now();
+            let next = daemon::next_wake(&stop_policy, now);
+            let until_next = u64::try_from((next - now).num_seconds()).unwrap_or(u64::MAX);
+            if elapsed.saturating_add(until_next) >= end {
+                stop_tx.send_replace(true);
+            }
+        };
+        daemon::run(
+            svc.clone(),
+            policy_rx,
+            executor,
+            leader_rx,
+            CycleSettings::default(),
+            Arc::new(daemon::Progress::default()),
+            false,
+            stop_rx,
+            on_pass,
+        )
+        .await;
+        // The loop stopped before a wake at or past the end; the world runs to the end.
+        let mut w = world.lock();
+        if w.elapsed() < end {
+            w.advance_to(end);
         }
         Ok::<(), anyhow::Error>(())
     })
