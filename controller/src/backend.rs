@@ -323,10 +323,10 @@ pub struct LeaderToken {
     /// When the lease lapses by this process's monotonic clock: when the acquiring or renewing
     /// call was *sent*, plus the lease. Other replicas take over only after they have seen the
     /// record unchanged for a whole lease on their own clocks, so no other replica acts before.
-    pub local_deadline: std::time::Instant,
+    pub local_deadline: tokio::time::Instant,
     /// When this replica's leadership under this fence began (the acquiring call was sent), by
     /// the monotonic clock.
-    pub acquired_at: std::time::Instant,
+    pub acquired_at: tokio::time::Instant,
 }
 
 impl LeaderToken {
@@ -336,7 +336,7 @@ impl LeaderToken {
         fence: u64,
         expires_at: DateTime<Utc>,
         ttl: Duration,
-        sent: std::time::Instant,
+        sent: tokio::time::Instant,
     ) -> Self {
         LeaderToken {
             owner: owner.into(),
@@ -356,7 +356,7 @@ impl LeaderToken {
     /// Whether this token still allows starting a call that takes up to `call`, now: the local
     /// deadline lies beyond `call` plus a tenth of the lease.
     pub fn outlasts(&self, call: Duration) -> bool {
-        std::time::Instant::now()
+        tokio::time::Instant::now()
             .checked_add(call + self.ttl / 10)
             .is_some_and(|end| end < self.local_deadline)
     }
@@ -580,7 +580,7 @@ forward_arc!(Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use tokio::time::Instant;
 
     fn token(owner: &str, fence: u64, ttl: Duration, sent: Instant) -> LeaderToken {
         LeaderToken::new(owner, fence, Utc::now(), ttl, sent)

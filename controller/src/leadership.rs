@@ -16,8 +16,9 @@ use crate::backend::{BackendError, Clock, LeaderRecord, LeaderToken, StateStore}
 use crate::telemetry::Telemetry;
 use chrono::{DateTime, Utc};
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Leadership settings.
 #[derive(Debug, Clone)]

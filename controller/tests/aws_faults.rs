@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Adapter tests act without a leadership task: a fence open for an hour.
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);

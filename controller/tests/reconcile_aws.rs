@@ -258,7 +258,7 @@ async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
     assert!(report.resolved.is_empty(), "{:?}", report.resolved);
     assert!(report.executed.is_empty(), "{:#?}", report.executed);
     // A lease plus one attempt later: settled from the shard map, and not repeated.
-    successor.acquired_at = std::time::Instant::now()
+    successor.acquired_at = tokio::time::Instant::now()
         .checked_sub(successor.ttl + successor.attempt_timeout())
         .unwrap();
     let report = restarted

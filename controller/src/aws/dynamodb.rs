@@ -542,7 +542,7 @@ impl StateStore for DynamoStateStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<LeaderToken>, BackendError> {
-        let sent = std::time::Instant::now();
+        let sent = tokio::time::Instant::now();
         let expires_at = expiry(now, ttl)?;
         let now_ms = now.timestamp_millis();
         let current = self.read_leader().await?;
@@ -623,7 +623,7 @@ impl StateStore for DynamoStateStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<LeaderToken>, BackendError> {
-        let sent = std::time::Instant::now();
+        let sent = tokio::time::Instant::now();
         let expires_at = expiry(now, ttl)?;
         if self
             .set_expiry(token, expires_at.timestamp_millis())

@@ -733,8 +733,8 @@ impl World {
 
 /// The simulator's leases run on virtual time; by the process's own clock they last one lease
 /// from now (a simulated day passes in seconds, so a pass never outlives it).
-fn local_deadline(ttl: Duration) -> std::time::Instant {
-    let now = std::time::Instant::now();
+fn local_deadline(ttl: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
     now.checked_add(ttl).unwrap_or(now)
 }
 
@@ -1014,7 +1014,7 @@ impl StateStore for MemoryStateStore {
             fence,
             add_saturating(now, TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX)),
             ttl,
-            std::time::Instant::now(),
+            tokio::time::Instant::now(),
         );
         s.leader = Some(token.clone());
         Ok(Some(token))

@@ -80,6 +80,6 @@ pub fn open_fence() -> shardctl::backend::Fence {
         1,
         chrono::Utc::now(),
         std::time::Duration::from_secs(3600),
-        std::time::Instant::now(),
+        tokio::time::Instant::now(),
     ))
 }

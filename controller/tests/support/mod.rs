@@ -261,6 +261,6 @@ pub fn open_fence() -> shardctl::backend::Fence {
         1,
         Utc::now(),
         Duration::from_secs(3600),
-        std::time::Instant::now(),
+        tokio::time::Instant::now(),
     ))
 }
