@@ -88,11 +88,23 @@ pub fn table(d: &Decision, rows: Rows) -> String {
             "ACTION",
             "REASON",
         ]);
+    let planned: std::collections::HashSet<&str> =
+        d.operations.iter().flat_map(|op| op.shard_ids()).collect();
     let mut shown = 0;
+    let mut held_rows = 0;
+    let mut held_not_shown = 0;
     for s in &d.shards {
         let id = s.shard_id.as_str();
         if rows == Rows::Involved && !action.contains_key(id) {
             continue;
+        }
+        // Shards only held back: the first few, so a 500-shard stream stays readable.
+        if rows == Rows::Involved && !planned.contains(id) {
+            if held_rows >= MAX_HELD_ROWS {
+                held_not_shown += 1;
+                continue;
+            }
+            held_rows += 1;
         }
         shown += 1;
         let r = &s.hash_key_range;
@@ -149,10 +161,10 @@ pub fn table(d: &Decision, rows: Rows) -> String {
         let _ = writeln!(out, "{t}");
     }
     if rows == Rows::Involved && shown < d.shards.len() {
+        let idle = d.shards.len() - shown - held_not_shown;
         let _ = writeln!(
             out,
-            "({} shards with nothing to do not shown; --all-shards lists them)",
-            d.shards.len() - shown
+            "({idle} shards with nothing to do and {held_not_shown} more held back not shown; --all-shards lists them)",
         );
     }
     let _ = writeln!(out, "\nplanned operations ({}):", d.operations.len());
@@ -164,14 +176,89 @@ pub fn table(d: &Decision, rows: Rows) -> String {
     }
     if !d.held.is_empty() {
         let _ = writeln!(out, "\nheld back ({}):", d.held.len());
+        // Grouped by action and limit, in the order first seen; a large group shows its first
+        // few (every one with --all-shards; the JSON output is always complete).
+        let mut groups: Vec<(
+            (String, &'static str),
+            Vec<&shardctl_policies::HeldCandidate>,
+        )> = Vec::new();
         for h in &d.held {
-            let _ = writeln!(out, "  - {h}");
+            let key = (h.action.to_string(), h.limit.label());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(h),
+                None => groups.push((key, vec![h])),
+            }
+        }
+        for ((action, label), members) in groups {
+            if rows == Rows::All || members.len() <= HELD_EXAMPLES {
+                for h in members {
+                    let _ = writeln!(out, "  - {h}");
+                }
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  - {} {action} candidates held ({label}), for example:",
+                members.len()
+            );
+            for h in members.iter().take(HELD_EXAMPLES) {
+                let _ = writeln!(out, "      {h}");
+            }
+            let _ = writeln!(
+                out,
+                "    ({} more; --all-shards lists every one)",
+                members.len() - HELD_EXAMPLES
+            );
         }
     }
     out
 }
 
+/// Shards only held back that the table shows without `--all-shards`.
+const MAX_HELD_ROWS: usize = 20;
+/// Examples shown of a large group of held candidates.
+const HELD_EXAMPLES: usize = 3;
+
 /// The decision as pretty JSON.
 pub fn json(d: &Decision) -> String {
     serde_json::to_string_pretty(d).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use shardctl_policies::fixture::StreamFixture;
+
+    /// Regression: on a 500-shard stream with no metrics yet, `shardctl plan` printed 499
+    /// separate "merge ... held" lines.
+    #[test]
+    fn held_candidates_are_grouped_and_counted_and_all_shards_lists_every_one() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 2, 3, 0, 0)
+            .single()
+            .expect("a time");
+        let mut f = StreamFixture::new("big", 500, 40, now);
+        for i in 0..500 {
+            f = f.no_metrics(i);
+        }
+        let policy = shardctl_policies::StreamPolicy::with_defaults("big");
+        let d = shardctl_policies::plan(&policy, &f.build(), &Default::default(), now)
+            .expect("a decision");
+        assert!(d.held.len() > 100, "{}", d.held.len());
+        let short = table(&d, Rows::Involved);
+        assert!(
+            short.lines().count() < 80,
+            "{} lines",
+            short.lines().count()
+        );
+        assert!(
+            short.contains(&format!("{} merge candidates held", d.held.len())),
+            "{short}"
+        );
+        assert!(short.contains("--all-shards lists every one"));
+        let all = table(&d, Rows::All);
+        assert!(all.lines().count() > d.held.len());
+        assert_eq!(json(&d).matches("\"limit\"").count(), d.held.len());
+    }
 }
