@@ -50,6 +50,27 @@ pub fn next_wake(policy: &PolicyFile, now: DateTime<Utc>) -> DateTime<Utc> {
     wake
 }
 
+/// Resolves when leadership changes hands (this replica gains or loses it), not on the renewals
+/// that refresh the token every third of the lease: those must not wake the loop.
+async fn leadership_changed(
+    leader: &mut watch::Receiver<Option<LeaderToken>>,
+    holder: Option<(String, u64)>,
+) {
+    loop {
+        if leader.changed().await.is_err() {
+            // The leadership task is gone: nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+        let now = leader
+            .borrow_and_update()
+            .as_ref()
+            .map(|t| (t.owner.clone(), t.fence));
+        if now != holder {
+            return;
+        }
+    }
+}
+
 /// The result of one pass over every stream.
 pub type Pass = Vec<(String, Result<CycleReport, ReconcileError>)>;
 
@@ -146,9 +167,10 @@ pub async fn run<K, M, L, S, C, E>(
         let wait = (wake - services.clock.now())
             .to_std()
             .unwrap_or(Duration::ZERO);
+        let holder = token.as_ref().map(|t| (t.owner.clone(), t.fence));
         tokio::select! {
             _ = services.clock.sleep(wait) => {}
-            _ = leader.changed() => {}
+            _ = leadership_changed(&mut leader, holder) => {}
             _ = policy.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -198,6 +220,38 @@ mod tests {
             "a budget still wakes the loop"
         );
         assert_eq!(next_wake(&policy("0 14 * * *"), max), max);
+    }
+
+    /// Regression: every lease renewal (a third of the lease) woke the loop, so the leader
+    /// reconciled every second or so instead of every evaluation interval.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn renewals_do_not_wake_the_loop_but_a_change_of_leader_does() {
+        let token = |fence: u64| {
+            LeaderToken::new(
+                "a",
+                fence,
+                Utc::now(),
+                std::time::Duration::from_secs(15),
+                tokio::time::Instant::now(),
+            )
+        };
+        let (tx, mut rx) = watch::channel(Some(token(1)));
+        rx.borrow_and_update();
+        let holder = Some(("a".to_string(), 1));
+        tx.send_replace(Some(token(1)));
+        let renewal = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            leadership_changed(&mut rx, holder.clone()),
+        )
+        .await;
+        assert!(renewal.is_err(), "a renewal woke the loop");
+        tx.send_replace(None);
+        let lost = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            leadership_changed(&mut rx, holder),
+        )
+        .await;
+        assert!(lost.is_ok(), "losing leadership must wake the loop");
     }
 
     #[test]
