@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus,
@@ -140,6 +140,28 @@ pub fn lease_from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, 
 /// ```
 pub fn lease_to_item(lease: &Lease) -> HashMap<String, AttributeValue> {
     sdk::to_sdk(&shardctl_lease::lease_to_item(lease))
+}
+
+/// A conditional write's result: `Ok(true)` when it was applied, `Ok(false)` when its condition
+/// did not hold.
+fn applied<O, E, R>(
+    operation: &'static str,
+    result: Result<O, SdkError<E, R>>,
+) -> Result<bool, LeaseStoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(dynamo_error(operation, err)),
+    }
 }
 
 fn n(v: u64) -> AttributeValue {
@@ -293,17 +315,7 @@ impl LeaseStore {
             .expression_attribute_names("#k", attr::LEASE_KEY)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(dynamo_error("PutItem", err)),
-        }
+        applied("PutItem", result)
     }
 
     /// Takes an unowned or expired lease: sets the owner to `me` (and clears any stale handoff
@@ -496,17 +508,7 @@ impl LeaseStore {
             .expression_attribute_values(":end", AttributeValue::S(Checkpoint::SHARD_END.into()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(dynamo_error("DeleteItem", err)),
-        }
+        applied("DeleteItem", result)
     }
 
     /// Reads one row (strongly consistent). `Ok(None)` when absent.

@@ -85,6 +85,27 @@ fn kcl_worker(stream: &str, app: &str, id: &str, out: &Path, log: &Path) -> KclW
     KclWorker(child)
 }
 
+/// Two kcl-rs workers on `app`, once one of them took a lease (kcl-rs waits up to 30 s while
+/// the table is empty, then one shard sync).
+async fn start_fleet(stream: &str, app: &str, out: &Path, dir: &Path) -> [KclWorker; 2] {
+    let fleet = [
+        kcl_worker(stream, app, "kcl-1", out, &dir.join("kcl-1.log")),
+        kcl_worker(stream, app, "kcl-2", out, &dir.join("kcl-2.log")),
+    ];
+    wait_for(
+        "the KCL fleet to take a lease",
+        Duration::from_secs(120),
+        async || {
+            fleet_lines(out)
+                .iter()
+                .any(|l| l["event"] == "initialized")
+                .then_some(())
+        },
+    )
+    .await;
+    fleet
+}
+
 /// The fleet's output lines.
 fn fleet_lines(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out)
@@ -106,6 +127,32 @@ async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() ->
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Creates a one-shard stream and waits until it is `ACTIVE`.
+async fn create_active_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    wait_active(kinesis, stream).await;
+}
+
+/// Waits until the stream is `ACTIVE` (after creation or a reshard).
+async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    wait_for("stream ACTIVE", Duration::from_secs(30), async || {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .ok()?;
+        (d.stream_description_summary()?.stream_status().as_str() == "ACTIVE").then_some(())
+    })
+    .await;
 }
 
 async fn open_shards(
@@ -226,42 +273,12 @@ async fn a_kcl_fleet_s_lease_cleanup_does_not_freeze_resharding() {
     let state = unique("state");
     let dir = std::env::temp_dir().join(unique("kcl-fleet"));
     std::fs::create_dir_all(&dir).unwrap();
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_for("stream ACTIVE", Duration::from_secs(30), async || {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .ok()?;
-        (d.stream_description_summary()?.stream_status().as_str() == "ACTIVE").then_some(())
-    })
-    .await;
+    create_active_stream(&kinesis, &stream).await;
 
     // A real KCL fleet of two workers, started before the first reshard (kcl-rs cannot initialise
     // on a stream with closed shards against kinesis-local).
     let out = dir.join("fleet.jsonl");
-    let _fleet = [
-        kcl_worker(&stream, &app, "kcl-1", &out, &dir.join("kcl-1.log")),
-        kcl_worker(&stream, &app, "kcl-2", &out, &dir.join("kcl-2.log")),
-    ];
-    wait_for(
-        "the KCL fleet to take the lease",
-        Duration::from_secs(120),
-        async || {
-            fleet_lines(&out)
-                .iter()
-                .any(|l| l["event"] == "initialized")
-                .then_some(())
-        },
-    )
-    .await;
+    let _fleet = start_fleet(&stream, &app, &out, &dir).await;
     const KEYS: usize = 8;
     let mut round = 0;
     for _ in 0..5 {
@@ -429,23 +446,7 @@ async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
     let app = unique("migrate-app");
     let dir = std::env::temp_dir().join(unique("kcl-migrate"));
     std::fs::create_dir_all(&dir).unwrap();
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_for("stream ACTIVE", Duration::from_secs(30), async || {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .ok()?;
-        (d.stream_description_summary()?.stream_status().as_str() == "ACTIVE").then_some(())
-    })
-    .await;
+    create_active_stream(&kinesis, &stream).await;
     const KEYS: usize = 6;
     let kcl_rounds = |out: &Path| -> usize {
         per_key_rounds(&fleet_lines(out))
@@ -494,16 +495,7 @@ async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
         .send()
         .await
         .unwrap();
-    wait_for("split ACTIVE", Duration::from_secs(30), async || {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .ok()?;
-        (d.stream_description_summary()?.stream_status().as_str() == "ACTIVE").then_some(())
-    })
-    .await;
+    wait_active(&kinesis, &stream).await;
     for round in 5..10 {
         produce(&kinesis, &stream, round, KEYS).await;
     }
@@ -588,39 +580,9 @@ async fn shardctl_run_splits_and_merges_under_a_kcl_fleet_without_losing_order()
     let state = unique("state");
     let dir = std::env::temp_dir().join(unique("kcl-run"));
     std::fs::create_dir_all(&dir).unwrap();
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_for("stream ACTIVE", Duration::from_secs(30), async || {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .ok()?;
-        (d.stream_description_summary()?.stream_status().as_str() == "ACTIVE").then_some(())
-    })
-    .await;
+    create_active_stream(&kinesis, &stream).await;
     let out = dir.join("fleet.jsonl");
-    let _fleet = [
-        kcl_worker(&stream, &app, "kcl-1", &out, &dir.join("kcl-1.log")),
-        kcl_worker(&stream, &app, "kcl-2", &out, &dir.join("kcl-2.log")),
-    ];
-    wait_for(
-        "the KCL fleet to take the lease",
-        Duration::from_secs(120),
-        async || {
-            fleet_lines(&out)
-                .iter()
-                .any(|l| l["event"] == "initialized")
-                .then_some(())
-        },
-    )
-    .await;
+    let _fleet = start_fleet(&stream, &app, &out, &dir).await;
 
     // Steady production: a round of one record per key every 300 ms.
     const KEYS: usize = 8;
