@@ -159,15 +159,12 @@ impl Checkpoint {
                 sequence_number, ..
             } if sequence_number.len() > 16 => {
                 // ASCII digits only (checked by `parse`), but stay character-safe regardless.
-                let tail: String = sequence_number
-                    .chars()
+                let start = sequence_number
+                    .char_indices()
                     .rev()
-                    .take(12)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                format!("…{tail}")
+                    .nth(11)
+                    .map_or(0, |(i, _)| i);
+                format!("…{}", &sequence_number[start..])
             }
             other => other.to_string(),
         }

@@ -76,34 +76,29 @@ impl Lineage {
 
     /// Every listed descendant of `id`, nearest first.
     pub fn descendants(&self, id: &str) -> Vec<&str> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut queue: std::collections::VecDeque<&str> =
-            self.children(id).iter().map(String::as_str).collect();
-        while let Some(next) = queue.pop_front() {
-            if !seen.insert(next) {
-                continue;
-            }
-            out.push(next);
-            queue.extend(self.children(next).iter().map(String::as_str));
-        }
-        out
+        self.walk(id, Self::children)
     }
 
     /// Every listed ancestor of `id`, nearest first.
     pub fn ancestors(&self, id: &str) -> Vec<&str> {
+        self.walk(id, Self::parents)
+            .into_iter()
+            .filter(|a| self.is_listed(a))
+            .collect()
+    }
+
+    /// Breadth-first over `next` from `id` (excluded), each shard once.
+    fn walk<'s>(&'s self, id: &str, next: fn(&'s Self, &str) -> &'s [String]) -> Vec<&'s str> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut queue: std::collections::VecDeque<&str> =
-            self.parents(id).iter().map(String::as_str).collect();
-        while let Some(next) = queue.pop_front() {
-            if !seen.insert(next) {
+            next(self, id).iter().map(String::as_str).collect();
+        while let Some(shard) = queue.pop_front() {
+            if !seen.insert(shard) {
                 continue;
             }
-            if self.is_listed(next) {
-                out.push(next);
-            }
-            queue.extend(self.parents(next).iter().map(String::as_str));
+            out.push(shard);
+            queue.extend(next(self, shard).iter().map(String::as_str));
         }
         out
     }
