@@ -1,7 +1,9 @@
-//! The shards of a stream, their lineage, and the check that open shards tile the key space.
+//! The shards of a stream, their lineage, the check that open shards tile the key space, and
+//! [`apply`]: what the map looks like after planned operations have run.
 
 use crate::hash::{HashKey, HashRange, MAX_HASH_KEY};
 use crate::observation::{KeyDistribution, ShardMetrics};
+use crate::plan::PlannedOperation;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -243,6 +245,101 @@ pub fn shard_id(n: usize) -> String {
     format!("shardId-{n:012}")
 }
 
+/// Why a planned operation cannot be applied to a list of shards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The shard is not listed.
+    #[error("shard {0} does not exist")]
+    UnknownShard(String),
+    /// The shard is closed.
+    #[error("shard {0} is closed")]
+    ClosedShard(String),
+    /// The split key is outside the shard.
+    #[error("split key {key} is not strictly inside shard {shard}")]
+    BadSplitKey {
+        /// The shard.
+        shard: String,
+        /// The key.
+        key: HashKey,
+    },
+    /// The two shards are not adjacent.
+    #[error("shards {0} and {1} are not adjacent")]
+    NotAdjacent(String, String),
+}
+
+/// Applies `ops` to `shards` the way Kinesis would: a split closes its shard and opens two
+/// children, a merge closes both shards and opens one child. New shards are named after the
+/// highest existing shard number, as Kinesis does.
+pub fn apply(shards: &[Shard], ops: &[PlannedOperation]) -> Result<Vec<Shard>, ApplyError> {
+    let mut out = shards.to_vec();
+    let mut next = out
+        .iter()
+        .filter_map(|s| s.shard_id.rsplit('-').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |n| n.saturating_add(1));
+    let find_open = |out: &[Shard], id: &str| -> Result<usize, ApplyError> {
+        let i = out
+            .iter()
+            .position(|s| s.shard_id == id)
+            .ok_or_else(|| ApplyError::UnknownShard(id.to_string()))?;
+        if out[i].is_open() {
+            Ok(i)
+        } else {
+            Err(ApplyError::ClosedShard(id.to_string()))
+        }
+    };
+    for op in ops {
+        match op {
+            PlannedOperation::Split {
+                shard_id,
+                new_starting_hash_key,
+                ..
+            } => {
+                let i = find_open(&out, shard_id)?;
+                let (lo, hi) = out[i]
+                    .hash_key_range
+                    .split_at(*new_starting_hash_key)
+                    .ok_or_else(|| ApplyError::BadSplitKey {
+                        shard: shard_id.clone(),
+                        key: *new_starting_hash_key,
+                    })?;
+                out[i].state = ShardState::Closed;
+                for range in [lo, hi] {
+                    let mut child = Shard::open(self::shard_id(next), range);
+                    child.parent_shard_id = Some(shard_id.clone());
+                    out.push(child);
+                    next = next.saturating_add(1);
+                }
+            }
+            PlannedOperation::Merge {
+                shard_id,
+                adjacent_shard_id,
+                ..
+            } => {
+                let (a, b) = (
+                    find_open(&out, shard_id)?,
+                    find_open(&out, adjacent_shard_id)?,
+                );
+                let (ra, rb) = (out[a].hash_key_range, out[b].hash_key_range);
+                let merged = ra
+                    .merge_with(&rb)
+                    .or_else(|| rb.merge_with(&ra))
+                    .ok_or_else(|| {
+                        ApplyError::NotAdjacent(shard_id.clone(), adjacent_shard_id.clone())
+                    })?;
+                out[a].state = ShardState::Closed;
+                out[b].state = ShardState::Closed;
+                let mut child = Shard::open(self::shard_id(next), merged);
+                child.parent_shard_id = Some(shard_id.clone());
+                child.adjacent_parent_shard_id = Some(adjacent_shard_id.clone());
+                out.push(child);
+                next = next.saturating_add(1);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +426,47 @@ mod tests {
             .map(|s| s.shard_id.clone())
             .collect();
         assert_eq!(ancestors, vec!["p".to_string()]);
+    }
+
+    #[test]
+    fn apply_opens_children_named_after_the_highest_shard_and_refuses_closed_shards() {
+        use crate::plan::{PlannedOperation, Reason};
+        let shards = even_shards(2);
+        let reason = Reason::ColdWhereKnown { window_minutes: 0 };
+        let range = shards[0].hash_key_range;
+        let split = PlannedOperation::Split {
+            shard_id: shard_id(0),
+            hash_key_range: range,
+            new_starting_hash_key: range.midpoint_split_key().expect("splittable"),
+            split_point: crate::plan::SplitPointUsed::Midpoint,
+            lower_child_share: 0.5,
+            reason: reason.clone(),
+        };
+        let after = apply(&shards, std::slice::from_ref(&split)).expect("applies");
+        let opened: Vec<_> = after
+            .iter()
+            .filter(|s| s.is_open())
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        assert_eq!(opened, vec![shard_id(1), shard_id(2), shard_id(3)]);
+        assert_eq!(
+            after[2].parent_shard_id.as_deref(),
+            Some(shard_id(0).as_str())
+        );
+        ShardMap::new(&after).expect("still tiles the key space");
+        assert_eq!(
+            apply(&after, &[split]).expect_err("closed"),
+            ApplyError::ClosedShard(shard_id(0))
+        );
+        let merge = PlannedOperation::Merge {
+            shard_id: shard_id(2),
+            adjacent_shard_id: shard_id(1),
+            hash_key_range: HashRange::FULL,
+            reason,
+        };
+        assert!(matches!(
+            apply(&after, &[merge]),
+            Err(ApplyError::NotAdjacent(..))
+        ));
     }
 }

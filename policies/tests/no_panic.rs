@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
 use shardctl_policies::observation::{ConsumerGroupState, HeavyKey, KeyBucket};
-use shardctl_policies::plan::apply;
+use shardctl_policies::shard_map::apply;
 use shardctl_policies::{
     Checkpoint, HashRange, History, KeyDistribution, MAX_HASH_KEY, Observation, PolicyFile, Shard,
     ShardMetrics, ShardState, Snapshot, StreamPolicy, StreamStatus, load_policy, plan,

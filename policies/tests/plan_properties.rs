@@ -8,10 +8,11 @@ use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecor
 use shardctl_policies::observation::{
     ConsumerGroupState, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
 };
-use shardctl_policies::plan::{PlannedOperation, apply};
+use shardctl_policies::plan::PlannedOperation;
 use shardctl_policies::policy::{
     Budget, ConsumerGroup, RatePolicy, RatePolicyKind, SelectPolicy, SplitPoint,
 };
+use shardctl_policies::shard_map::apply;
 use shardctl_policies::{
     Checkpoint, HashRange, History, HumanDuration, MAX_HASH_KEY, Observation, Shard, ShardMap,
     ShardMetrics, ShardState, StreamPolicy, StreamStatus, plan,
