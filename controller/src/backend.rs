@@ -11,7 +11,6 @@ use shardctl_policies::history::{OperationOutcome, OperationRecord};
 use shardctl_policies::{HashKey, Shard, ShardMetrics, StreamStatus};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A failed backend call, classified.
@@ -394,6 +393,11 @@ impl Fence {
         Fence::new(rx, token)
     }
 
+    /// The leader the operation was journalled under: (owner, fence).
+    pub fn holder(&self) -> (&str, u64) {
+        (&self.owner, self.fence)
+    }
+
     /// How long one attempt may take; the adapters enforce it (a timed-out attempt has an
     /// unknown outcome and is not sent again).
     pub fn attempt_timeout(&self) -> Duration {
@@ -536,46 +540,22 @@ impl Clock for SystemClock {
     }
 }
 
-macro_rules! forward_arc {
-    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
-        impl<T: $trait + ?Sized> $trait for Arc<T> {
-            $(fn $name(&self $(, $arg: $ty)*) -> $ret { (**self).$name($($arg),*) })*
-        }
-    };
+/// The backends of one controller, named once: the AWS SDK in production
+/// ([`crate::aws::Aws`]), the simulator in `shardctl simulate` ([`crate::sim::Sim`]), fault
+/// wrappers in tests. Code that touches the backends is generic over one `B: Backends` and
+/// reaches them through a [`crate::reconcile::Context`].
+pub trait Backends: Send + Sync + 'static {
+    /// Kinesis.
+    type Kinesis: Kinesis + Clone + 'static;
+    /// CloudWatch.
+    type Metrics: Metrics + Clone + 'static;
+    /// Consumer lease tables.
+    type Leases: LeaseTables + Clone + 'static;
+    /// The controller's state table.
+    type State: StateStore + Clone + 'static;
+    /// Time.
+    type Clock: Clock + Clone + 'static;
 }
-
-forward_arc!(Kinesis {
-    fn describe_stream(&self, stream: &str) -> impl Future<Output = Result<StreamDescription, BackendError>> + Send;
-    fn list_shards(&self, stream: &str) -> impl Future<Output = Result<Vec<Shard>, BackendError>> + Send;
-    fn split_shard(&self, stream: &str, shard_id: &str, new_starting_hash_key: HashKey, fence: &Fence) -> impl Future<Output = Result<(), BackendError>> + Send;
-    fn merge_shards(&self, stream: &str, shard_id: &str, adjacent_shard_id: &str, fence: &Fence) -> impl Future<Output = Result<(), BackendError>> + Send;
-    fn enable_shard_metrics(&self, stream: &str, metrics: &[ShardMetric]) -> impl Future<Output = Result<(), BackendError>> + Send;
-    fn sample_records(&self, stream: &str, shard_id: &str, since: DateTime<Utc>, limit: usize) -> impl Future<Output = Result<Vec<(String, u64)>, BackendError>> + Send;
-});
-
-forward_arc!(Metrics {
-    fn shard_metrics(&self, stream: &str, shard_ids: &[String], start: DateTime<Utc>, minutes: usize) -> impl Future<Output = Result<HashMap<String, ShardMetrics>, BackendError>> + Send;
-});
-
-forward_arc!(LeaseTables {
-    fn rows(&self, table: &str, stream: &StreamFilter) -> impl Future<Output = Result<TableRows, BackendError>> + Send;
-});
-
-forward_arc!(StateStore {
-    fn ensure(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
-    fn leader_record(&self) -> impl Future<Output = Result<Option<LeaderRecord>, BackendError>> + Send;
-    fn history(&self, stream: &str, since: DateTime<Utc>) -> impl Future<Output = Result<Vec<JournalEntry>, BackendError>> + Send;
-    fn begin(&self, stream: &str, record: &OperationRecord, leader: &LeaderToken) -> impl Future<Output = Result<String, BackendError>> + Send;
-    fn finish(&self, stream: &str, id: &str, outcome: OperationOutcome) -> impl Future<Output = Result<(), BackendError>> + Send;
-    fn acquire_leadership(&self, owner: &str, ttl: Duration, now: DateTime<Utc>) -> impl Future<Output = Result<Option<LeaderToken>, BackendError>> + Send;
-    fn renew_leadership(&self, token: &LeaderToken, ttl: Duration, now: DateTime<Utc>) -> impl Future<Output = Result<Option<LeaderToken>, BackendError>> + Send;
-    fn release_leadership(&self, token: &LeaderToken) -> impl Future<Output = Result<(), BackendError>> + Send;
-});
-
-forward_arc!(Clock {
-    fn now(&self) -> DateTime<Utc>;
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
-});
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! The long-running controller: every evaluation interval (and at the start of every budget
 //! window), reconcile each stream in parallel; only the leader acts.
 
-use crate::backend::{Clock, Kinesis, LeaderToken, LeaseTables, Metrics, StateStore};
-use crate::reconcile::{CycleReport, CycleSettings, Executor, ReconcileError, Services};
+use crate::backend::{BackendError, Backends, Clock, LeaderToken, StateStore};
+use crate::leadership::{self, LeaseSettings};
+use crate::reconcile::{Context, CycleReport, CycleSettings, Executor, ReconcileError};
 use crate::telemetry::StreamLabels;
 use chrono::{DateTime, Utc};
 use shardctl_policies::PolicyFile;
@@ -76,21 +77,13 @@ pub type Pass = Vec<(String, Result<CycleReport, ReconcileError>)>;
 
 /// Reconciles every stream of `policy` once, in parallel; an error in one stream never stops
 /// the others.
-pub async fn pass<K, M, L, S, C, E>(
-    services: &Services<K, M, L, S, C>,
+pub async fn pass<B: Backends, E: Executor>(
+    services: &Context<B>,
     policy: &PolicyFile,
     executor: &E,
     leader: Option<&LeaderToken>,
     settings: &CycleSettings,
-) -> Pass
-where
-    K: Kinesis,
-    M: Metrics,
-    L: LeaseTables,
-    S: StateStore,
-    C: Clock,
-    E: Executor,
-{
+) -> Pass {
     let cycles = policy.spec.streams.iter().map(|stream| async move {
         let result = services.cycle(stream, executor, leader, settings).await;
         if let Err(error) = &result {
@@ -108,12 +101,12 @@ where
     futures::future::join_all(cycles).await
 }
 
-/// Runs until `stop` turns true. With a live executor only the leader (per `leader`) acts; a
-/// dry-run executor runs on every replica. `policy` is re-read from its watch channel at every
-/// wake, so hot reloads take effect at the next pass.
+/// Runs until `stop` turns true. With an executor that requires leadership only the leader (per
+/// `leader`) runs passes; otherwise every replica does. `policy` is re-read from its watch
+/// channel at every wake, so hot reloads take effect at the next pass.
 #[allow(clippy::too_many_arguments)]
-pub async fn run<K, M, L, S, C, E>(
-    services: Arc<Services<K, M, L, S, C>>,
+pub async fn run<B: Backends, E: Executor>(
+    services: Arc<Context<B>>,
     mut policy: watch::Receiver<Arc<PolicyFile>>,
     executor: E,
     mut leader: watch::Receiver<Option<LeaderToken>>,
@@ -122,14 +115,7 @@ pub async fn run<K, M, L, S, C, E>(
     once: bool,
     mut stop: watch::Receiver<bool>,
     mut on_pass: impl FnMut(&Pass),
-) where
-    K: Kinesis,
-    M: Metrics,
-    L: LeaseTables,
-    S: StateStore,
-    C: Clock,
-    E: Executor,
-{
+) {
     let mut settings = settings;
     settings.leader = Some(leader.clone());
     settings.progress = Some(progress.clone());
@@ -138,7 +124,7 @@ pub async fn run<K, M, L, S, C, E>(
         progress.last_tick.store(now.timestamp(), Ordering::Relaxed);
         let current = policy.borrow_and_update().clone();
         let token = leader.borrow_and_update().clone();
-        if executor.is_live() && token.is_none() {
+        if executor.requires_leadership() && token.is_none() {
             // A standby is ready when its loop runs and it reaches the state table: it can take
             // over. (Only the leader acts; readiness must not depend on it, or a rollout that
             // surges a new pod would stall on a pod that never becomes Ready.)
@@ -174,6 +160,125 @@ pub async fn run<K, M, L, S, C, E>(
             _ = policy.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// How a replica holds the leader lease while its loop runs (an executor that does not
+/// [require leadership](Executor::requires_leadership) holds none and touches no state table).
+#[derive(Debug, Clone)]
+pub enum Leadership {
+    /// Kept, or waited for, beside the loop: renewed every third of the lease and released only
+    /// after the loop has stopped. `shardctl run`.
+    Maintained(LeaseSettings),
+    /// Taken once before the loop, which fails if another replica holds it, and released after
+    /// it: `run --once`, and the simulator, whose clock moves only when the loop sleeps.
+    Once(LeaseSettings),
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The state table could not be created or reached.
+    #[error("cannot create or reach the state table: {0}")]
+    StateTable(#[source] BackendError),
+    /// `Leadership::Once` found the lease held by another replica.
+    #[error("another replica holds the leader lease; nothing done (use --dry-run to see its plan)")]
+    AnotherLeader,
+}
+
+/// One replica of the controller: the loop, with leadership kept beside it as `leadership`
+/// says. The same wiring serves `shardctl run`, `run --simulate`, `simulate` and the replicas
+/// of the fault tests.
+pub struct Replica<B: Backends, E> {
+    /// The backends and metrics.
+    pub ctx: Arc<Context<B>>,
+    /// Live or dry run.
+    pub executor: E,
+    /// How leadership is held.
+    pub leadership: Leadership,
+    /// Tuning of each cycle (its `stop` flag is honoured between operations).
+    pub settings: CycleSettings,
+    /// Loop progress for the probes.
+    pub progress: Arc<Progress>,
+    /// One pass, then return.
+    pub once: bool,
+}
+
+impl<B: Backends, E: Executor> Replica<B, E> {
+    /// Runs until `stop` turns true (or one pass, if `once`), calling `on_pass` after each pass.
+    /// Leadership, if held, is released after the loop has stopped, never while an operation
+    /// of this replica may still be under way.
+    pub async fn serve(
+        self,
+        policy: watch::Receiver<Arc<PolicyFile>>,
+        stop: watch::Receiver<bool>,
+        on_pass: impl FnMut(&Pass),
+    ) -> Result<(), ServeError> {
+        let Replica {
+            ctx,
+            executor,
+            leadership,
+            settings,
+            progress,
+            once,
+        } = self;
+        let (leader_tx, leader_rx) = watch::channel(None);
+        let needs_leadership = executor.requires_leadership();
+        let looping = |leader_rx| {
+            run(
+                ctx.clone(),
+                policy,
+                executor,
+                leader_rx,
+                settings,
+                progress,
+                once,
+                stop,
+                on_pass,
+            )
+        };
+        if !needs_leadership {
+            tracing::info!("dry run: nothing will be changed");
+            looping(leader_rx).await;
+            return Ok(());
+        }
+        ctx.state.ensure().await.map_err(ServeError::StateTable)?;
+        match leadership {
+            Leadership::Once(lease) => {
+                let token = leadership::step(
+                    &ctx.state,
+                    &ctx.clock,
+                    &lease,
+                    None,
+                    &mut leadership::Observed::default(),
+                )
+                .await
+                .ok_or(ServeError::AnotherLeader)?;
+                leader_tx.send_replace(Some(token.clone()));
+                looping(leader_rx).await;
+                leader_tx.send_replace(None);
+                if let Err(error) = ctx.state.release_leadership(&token).await {
+                    tracing::warn!(%error, "could not release leadership; it lapses by itself");
+                }
+            }
+            Leadership::Maintained(lease) => {
+                let (lease_stop_tx, lease_stop_rx) = watch::channel(false);
+                let maintain = leadership::maintain(
+                    ctx.state.clone(),
+                    ctx.clock.clone(),
+                    lease,
+                    ctx.telemetry.clone(),
+                    leader_tx,
+                    lease_stop_rx,
+                );
+                let looping = async {
+                    looping(leader_rx).await;
+                    lease_stop_tx.send_replace(true);
+                };
+                tokio::join!(maintain, looping);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,9 +2,9 @@
 //! virtual time, printing its decisions as it makes them. Needs nothing but the binary.
 
 use crate::backend::Clock;
-use crate::daemon::{self, Pass, Progress};
+use crate::daemon::{Leadership, Pass, Progress, Replica};
 use crate::files::read_policy;
-use crate::leadership::{self, LeaseSettings};
+use crate::leadership::LeaseSettings;
 use crate::reconcile::{CycleSettings, Executed, ModeExecutor};
 use anyhow::{Result, anyhow};
 use shardctl_policies::{PolicyFile, load_policy};
@@ -95,19 +95,6 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
     );
     println!("{}", crate::sim::status_line(&world));
 
-    let lease = LeaseSettings {
-        owner: "simulated".to_string(),
-        ttl: Duration::from_secs(24 * 3600),
-    };
-    let token = leadership::step(
-        &services.state,
-        &services.clock,
-        &lease,
-        None,
-        &mut leadership::Observed::default(),
-    )
-    .await;
-    let (_leader_tx, leader_rx) = watch::channel(token);
     let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut next_status = start + chrono::TimeDelta::hours(1);
@@ -128,21 +115,21 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
             stop_tx.send_replace(true);
         }
     };
-    let settings = CycleSettings::default();
-    let progress = Arc::new(Progress::default());
-    let executor = ModeExecutor::new(services.kinesis.clone(), options.dry_run);
-    daemon::run(
-        services.clone(),
-        policy_rx,
-        executor,
-        leader_rx,
-        settings,
-        progress,
-        false,
-        stop_rx,
-        on_pass,
-    )
-    .await;
+    let replica = Replica {
+        ctx: services,
+        executor: ModeExecutor::new(options.dry_run),
+        // The simulated clock moves only when the loop sleeps: one lease for the whole run.
+        leadership: Leadership::Once(LeaseSettings {
+            owner: "simulated".to_string(),
+            ttl: options
+                .duration
+                .saturating_add(Duration::from_secs(24 * 3600)),
+        }),
+        settings: CycleSettings::default(),
+        progress: Arc::new(Progress::default()),
+        once: false,
+    };
+    replica.serve(policy_rx, stop_rx, on_pass).await?;
     println!("done: {}", crate::sim::status_line(&world));
     println!(
         "compare with the alternatives on the same traffic: shardctl simulate --policy <file> --scenario {}",

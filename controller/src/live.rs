@@ -1,16 +1,15 @@
 //! The commands that talk to AWS: `run`, `observe` and the live `plan`.
 
-use crate::aws::{AwsBackend, AwsOptions};
-use crate::backend::LeaderToken;
-use crate::backend::{Clock, StateStore, SystemClock};
-use crate::daemon::{self, Pass, Progress};
+use crate::aws::{Aws, AwsBackend, AwsOptions};
+use crate::backend::Clock;
+use crate::daemon::{Leadership, Pass, Progress, Replica};
 use crate::http::{self, HttpState};
-use crate::leadership::{self, LeaseSettings};
+use crate::leadership::LeaseSettings;
 use crate::policy_source::PolicySource;
-use crate::reconcile::{CycleSettings, Executed, ModeExecutor, Services};
+use crate::reconcile::{Context, CycleSettings, Executed, ModeExecutor};
 use crate::render;
 use crate::telemetry::Telemetry;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use shardctl_policies::history::OperationRecord;
 use shardctl_policies::{History, PolicyFile, Snapshot, StreamPolicy};
 use std::net::SocketAddr;
@@ -21,30 +20,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The services over real AWS.
-pub type AwsServices = Services<
-    crate::aws::AwsKinesis,
-    crate::aws::CloudWatchMetrics,
-    crate::aws::DynamoLeaseTables,
-    crate::aws::DynamoStateStore,
-    SystemClock,
->;
+/// The control loop's context over real AWS.
+pub type AwsContext = Context<Aws>;
 
-/// Builds the AWS-backed services from the standard SDK configuration.
-pub async fn aws_services(state_table: &str, telemetry: &Telemetry) -> AwsServices {
+/// Builds the AWS context from the standard SDK configuration.
+pub async fn aws_context(state_table: &str, telemetry: &Telemetry) -> AwsContext {
     let options = AwsOptions {
         state_table: state_table.to_string(),
         ..AwsOptions::default()
     };
-    let backend = AwsBackend::from_env(options, telemetry.clone()).await;
-    Services {
-        kinesis: backend.kinesis,
-        metrics: backend.metrics,
-        leases: backend.lease_tables,
-        state: backend.state,
-        clock: SystemClock,
-        telemetry: telemetry.clone(),
-    }
+    AwsBackend::from_env(options, telemetry.clone())
+        .await
+        .into_context(telemetry.clone())
 }
 
 /// Options of `shardctl run`.
@@ -126,7 +113,7 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
     let (source, policy) = PolicySource::load(options.policy.clone())?;
     let interval = policy.spec.evaluation_interval.0;
     let telemetry = Telemetry::new();
-    let services = Arc::new(aws_services(&options.state_table, &telemetry).await);
+    let ctx = Arc::new(aws_context(&options.state_table, &telemetry).await);
     let settings = CycleSettings::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     stop_on_signals(stop_tx.clone(), settings.clone());
@@ -151,82 +138,41 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
             }
         });
     }
-    let (leader_tx, leader_rx) = watch::channel(None);
-    let (lease_stop_tx, lease_stop_rx) = watch::channel(false);
     let lease = LeaseSettings {
         owner: options.identity.clone(),
         ttl: options.leader_lease,
     };
-    // A dry run mutates nothing: no state table, no leadership. A live `--once` takes the lease
-    // for its one pass; a live loop keeps (or waits for) it in a task of its own.
-    let mut held: Option<LeaderToken> = None;
-    let mut maintain = None;
-    if options.dry_run {
-        tracing::info!("dry run: nothing will be changed");
+    // A live `--once` takes the lease for its one pass; a live loop keeps (or waits for) it
+    // beside the loop. A dry run holds none and creates nothing.
+    let leadership = if options.once {
+        Leadership::Once(lease)
     } else {
-        services
-            .state
-            .ensure()
-            .await
-            .context("cannot create or reach the state table")?;
-        if options.once {
-            let Some(token) = leadership::step(
-                &services.state,
-                &services.clock,
-                &lease,
-                None,
-                &mut leadership::Observed::default(),
-            )
-            .await
-            else {
-                bail!(
-                    "another replica holds the leader lease; nothing done (use --dry-run to see its plan)"
-                );
-            };
-            leader_tx.send_replace(Some(token.clone()));
-            held = Some(token);
-        } else {
-            // Leadership is released only after the loop has stopped (below), never while an
-            // operation of this replica may still be under way.
-            maintain = Some(tokio::spawn(leadership::maintain(
-                services.state.clone(),
-                services.clock,
-                lease,
-                telemetry.clone(),
-                leader_tx.clone(),
-                lease_stop_rx,
-            )));
-        }
-    }
-    let executor = ModeExecutor::new(services.kinesis.clone(), options.dry_run);
-    let mut ok = true;
-    daemon::run(
-        services.clone(),
-        policy_rx,
-        executor,
-        leader_rx,
+        Leadership::Maintained(lease)
+    };
+    let replica = Replica {
+        ctx,
+        executor: ModeExecutor::new(options.dry_run),
+        leadership,
         settings,
         progress,
-        options.once,
-        stop_rx,
-        // A long-running controller that was asked to stop exits 0: failed passes were logged
-        // and counted (`shardctl_reconcile_errors_total`); a `--once` run reports its pass.
-        |pass| {
-            let clean = report_pass(pass, options.once);
-            if options.once {
-                ok &= clean;
-            }
-        },
-    )
-    .await;
-    if let Some(token) = held {
-        services.state.release_leadership(&token).await.ok();
-    }
-    if let Some(task) = maintain {
-        lease_stop_tx.send_replace(true);
-        let _ = tokio::time::timeout(options.leader_lease, task).await;
-    }
-    drop(leader_tx);
+        once: options.once,
+    };
+    let mut ok = true;
+    replica
+        .serve(
+            policy_rx,
+            stop_rx,
+            // A long-running controller that was asked to stop exits 0: failed passes were
+            // logged and counted (`shardctl_reconcile_errors_total`); a `--once` run reports
+            // its pass.
+            |pass| {
+                let clean = report_pass(pass, options.once);
+                if options.once {
+                    ok &= clean;
+                }
+            },
+        )
+        .await?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -247,9 +193,9 @@ fn select_streams<'p>(
     }
 }
 
-async fn snapshot_of(services: &AwsServices, policy: &StreamPolicy) -> Result<Snapshot> {
-    let observation = services.observe(policy).await?;
-    let history = match services.history(&policy.name).await {
+async fn snapshot_of(ctx: &AwsContext, policy: &StreamPolicy) -> Result<Snapshot> {
+    let observation = ctx.observe(policy).await?;
+    let history = match ctx.history(&policy.name).await {
         Ok(entries) => entries
             .into_iter()
             .map(|e| e.record)
@@ -277,12 +223,12 @@ pub async fn plan(
 ) -> Result<ExitCode> {
     let (_, policy) = PolicySource::load(policy_path)?;
     let telemetry = Telemetry::new();
-    let services = aws_services(&state_table, &telemetry).await;
+    let ctx = aws_context(&state_table, &telemetry).await;
     let mut ok = true;
     for sp in select_streams(&policy, stream.as_deref())? {
         let result = async {
-            let snap = snapshot_of(&services, sp).await?;
-            let now = services.clock.now();
+            let snap = snapshot_of(&ctx, sp).await?;
+            let now = ctx.clock.now();
             Ok::<_, anyhow::Error>(shardctl_policies::plan(
                 sp,
                 &snap.observation,
@@ -327,8 +273,8 @@ pub async fn observe(
         None => StreamPolicy::with_defaults(stream.clone()),
     };
     let telemetry = Telemetry::new();
-    let services = aws_services(&state_table, &telemetry).await;
-    let snap = snapshot_of(&services, &stream_policy).await?;
+    let ctx = aws_context(&state_table, &telemetry).await;
+    let snap = snapshot_of(&ctx, &stream_policy).await?;
     let json = serde_json::to_string_pretty(&snap)? + "\n";
     match output {
         Some(path) => std::fs::write(&path, json)

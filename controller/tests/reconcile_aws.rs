@@ -4,12 +4,15 @@
 
 mod support;
 
-use shardctl::backend::{BackendError, Kinesis, StateStore};
-use shardctl::reconcile::{CycleSettings, DryRunExecutor, Executed, Executor, LiveExecutor};
+use shardctl::aws::{Aws, AwsKinesis};
+use shardctl::backend::{
+    BackendError, Backends, Fence, Kinesis, ShardMetric, StateStore, StreamDescription,
+};
+use shardctl::reconcile::{Context, CycleSettings, DryRunExecutor, Executed, LiveExecutor};
 use shardctl_policies::history::{OperationKind, OperationOutcome};
 use shardctl_policies::plan::PlannedOperation;
 use shardctl_policies::policy::ConsumerGroup;
-use shardctl_policies::{HumanDuration, ShardMap, StreamPolicy};
+use shardctl_policies::{HashKey, HumanDuration, Shard, ShardMap, StreamPolicy};
 use std::time::Duration;
 use support::*;
 
@@ -47,12 +50,7 @@ async fn a_sustained_hot_shard_is_split_recorded_and_its_cooldown_survives_a_res
     let token = lead(&svc, "replica-a").await;
 
     let report = svc
-        .cycle(
-            &policy,
-            &LiveExecutor::new(svc.kinesis.clone()),
-            Some(&token),
-            &settings(),
-        )
+        .cycle(&policy, &LiveExecutor, Some(&token), &settings())
         .await
         .unwrap();
     let split = &shards[0].shard_id;
@@ -126,12 +124,7 @@ async fn a_cold_pair_is_merged_but_a_pair_with_a_missing_minute_is_not() {
     policy.merge.cooldown = HumanDuration::secs(0);
     let token = lead(&svc, "replica-a").await;
     let report = svc
-        .cycle(
-            &policy,
-            &LiveExecutor::new(svc.kinesis.clone()),
-            Some(&token),
-            &settings(),
-        )
+        .cycle(&policy, &LiveExecutor, Some(&token), &settings())
         .await
         .unwrap();
     let merged: Vec<_> = report
@@ -194,24 +187,62 @@ async fn dry_run_prints_the_operation_and_changes_nothing() {
     assert!(!metrics.contains("api=\"MergeShards\""), "{metrics}");
 }
 
-/// Performs the real call, then never returns: the process "dies" between the Kinesis call and
-/// its bookkeeping.
-struct DiesAfterTheCall<E>(E);
+/// Kinesis whose reshard calls land, then never return: the process "dies" between the Kinesis
+/// call and its bookkeeping.
+#[derive(Clone)]
+struct DiesAfterTheCall(AwsKinesis);
 
-impl<E: Executor> Executor for DiesAfterTheCall<E> {
-    fn is_live(&self) -> bool {
-        true
+impl Kinesis for DiesAfterTheCall {
+    async fn describe_stream(&self, stream: &str) -> Result<StreamDescription, BackendError> {
+        self.0.describe_stream(stream).await
     }
 
-    async fn perform(
+    async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, BackendError> {
+        self.0.list_shards(stream).await
+    }
+
+    async fn split_shard(
         &self,
         stream: &str,
-        op: &PlannedOperation,
-        fence: Option<&shardctl::backend::Fence>,
+        shard_id: &str,
+        key: HashKey,
+        fence: &Fence,
     ) -> Result<(), BackendError> {
-        self.0.perform(stream, op, fence).await?;
+        self.0.split_shard(stream, shard_id, key, fence).await?;
         std::future::pending().await
     }
+
+    async fn merge_shards(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        adjacent: &str,
+        fence: &Fence,
+    ) -> Result<(), BackendError> {
+        self.0
+            .merge_shards(stream, shard_id, adjacent, fence)
+            .await?;
+        std::future::pending().await
+    }
+
+    async fn enable_shard_metrics(
+        &self,
+        stream: &str,
+        metrics: &[ShardMetric],
+    ) -> Result<(), BackendError> {
+        self.0.enable_shard_metrics(stream, metrics).await
+    }
+}
+
+/// AWS, but with [`DiesAfterTheCall`] for Kinesis.
+enum Dying {}
+
+impl Backends for Dying {
+    type Kinesis = DiesAfterTheCall;
+    type Metrics = <Aws as Backends>::Metrics;
+    type Leases = <Aws as Backends>::Leases;
+    type State = <Aws as Backends>::State;
+    type Clock = <Aws as Backends>::Clock;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,10 +257,17 @@ async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
     let policy = test_policy(&stream);
     let token = lead(&svc, "replica-a").await;
 
-    let dying = DiesAfterTheCall(LiveExecutor::new(svc.kinesis.clone()));
+    let dying: Context<Dying> = Context {
+        kinesis: DiesAfterTheCall(svc.kinesis.clone()),
+        metrics: svc.metrics.clone(),
+        leases: svc.leases.clone(),
+        state: svc.state.clone(),
+        clock: svc.clock,
+        telemetry: svc.telemetry.clone(),
+    };
     let crashed = tokio::time::timeout(
         Duration::from_secs(5),
-        svc.cycle(&policy, &dying, Some(&token), &settings()),
+        dying.cycle(&policy, &LiveExecutor, Some(&token), &settings()),
     )
     .await;
     assert!(crashed.is_err(), "the cycle should hang after the call");
@@ -250,7 +288,7 @@ async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
         .unwrap()
         .expect("the crashed leader's lease lapsed");
     assert!(successor.fence > token.fence);
-    let live = LiveExecutor::new(restarted.kinesis.clone());
+    let live = LiveExecutor;
     let report = restarted
         .cycle(&policy, &live, Some(&successor), &settings())
         .await
@@ -384,7 +422,7 @@ async fn a_deposed_leader_cannot_act() {
     let err = svc
         .cycle(
             &test_policy(&stream),
-            &LiveExecutor::new(svc.kinesis.clone()),
+            &LiveExecutor,
             Some(&old),
             &settings(),
         )
@@ -500,7 +538,7 @@ fn kcl_lease(
 /// gated on it.
 async fn split_stream_with_gate(
     c: &Clients,
-    svc: &shardctl::live::AwsServices,
+    svc: &shardctl::live::AwsContext,
 ) -> (
     String,
     String,

@@ -107,7 +107,7 @@ fn run_simulate_services_drive_the_real_cycle() {
             .await
             .expect("state")
             .expect("leader");
-        let executor = LiveExecutor::new(svc.kinesis.clone());
+        let executor = LiveExecutor;
         // Into the hot key's surge (09:00), then a cycle a minute for 20 minutes.
         svc.clock.sleep(Duration::from_secs(9 * 3600)).await;
         for _ in 0..20 {

@@ -26,7 +26,8 @@ pub mod dynamodb;
 pub mod kinesis;
 pub mod retry;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Backends, SystemClock};
+use crate::reconcile::Context;
 use crate::telemetry::Telemetry;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -72,6 +73,18 @@ impl Default for AwsOptions {
     }
 }
 
+/// The AWS SDK as the controller's [`Backends`].
+#[derive(Debug)]
+pub enum Aws {}
+
+impl Backends for Aws {
+    type Kinesis = AwsKinesis;
+    type Metrics = CloudWatchMetrics;
+    type Leases = DynamoLeaseTables;
+    type State = DynamoStateStore;
+    type Clock = SystemClock;
+}
+
 /// Every AWS adapter, sharing one SDK configuration and one [`Telemetry`].
 #[derive(Debug, Clone)]
 pub struct AwsBackend {
@@ -101,6 +114,18 @@ impl AwsBackend {
             metrics: CloudWatchMetrics::new(config, retrier.clone()),
             lease_tables: DynamoLeaseTables::new(config, retrier.clone(), options.page_size),
             state: DynamoStateStore::new(config, retrier, options.state_table, options.page_size),
+        }
+    }
+
+    /// The context of the control loop over these adapters and the wall clock.
+    pub fn into_context(self, telemetry: Telemetry) -> Context<Aws> {
+        Context {
+            kinesis: self.kinesis,
+            metrics: self.metrics,
+            leases: self.lease_tables,
+            state: self.state,
+            clock: SystemClock,
+            telemetry,
         }
     }
 }

@@ -5,22 +5,23 @@
 //! run one at a time; before each, the stream must be `ACTIVE` and the shards as planned; after
 //! each, the cycle waits for `ACTIVE` again.
 
+mod act;
+
+pub use act::{DryRunExecutor, Executor, LiveExecutor, ModeExecutor, Prepared, resolve_in_flight};
+
 use crate::backend::{
-    BackendError, Clock, Fence, JournalEntry, Kinesis, LeaderToken, LeaseTables, Metrics,
-    ShardMetric, StateStore, StreamDescription, StreamMode,
+    BackendError, Backends, Clock, JournalEntry, Kinesis, LeaderToken, LeaseTables, Metrics,
+    StateStore, StreamDescription, StreamMode,
 };
 use crate::telemetry::{HeldLabels, OperationLabels, StreamLabels, Telemetry};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use shardctl_policies::duration::{add_minutes_saturating, sub_saturating};
-use shardctl_policies::history::{OperationKind, OperationOutcome, OperationRecord};
+use shardctl_policies::history::{OperationKind, OperationOutcome};
 use shardctl_policies::key_sample::distribution_from_samples;
-use shardctl_policies::plan::{Decision, PlanError, PlannedOperation, SplitPointUsed};
+use shardctl_policies::plan::{Decision, Limit, PlanError, PlannedOperation};
 use shardctl_policies::policy::{SplitPoint, limits};
-use shardctl_policies::{
-    ConsumerGroupState, History, Observation, Shard, ShardMap, StreamPolicy, StreamStatus,
-};
+use shardctl_policies::{ConsumerGroupState, History, Observation, StreamPolicy, StreamStatus};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -118,136 +119,6 @@ pub struct CycleReport {
     pub resolved: Vec<(String, OperationOutcome)>,
 }
 
-/// Carries out planned operations. The live executor calls Kinesis; the dry-run executor only
-/// reports. Nothing else differs between the two modes.
-pub trait Executor: Send + Sync {
-    /// Whether this executor mutates anything (selects journalling and waiting).
-    fn is_live(&self) -> bool;
-
-    /// Performs (or reports) `op` on `stream`. A live executor sends nothing without a `fence`
-    /// that passes right before each attempt.
-    fn perform(
-        &self,
-        stream: &str,
-        op: &PlannedOperation,
-        fence: Option<&Fence>,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
-}
-
-/// The executor that calls `SplitShard` / `MergeShards`.
-#[derive(Debug, Clone)]
-pub struct LiveExecutor<K> {
-    kinesis: K,
-}
-
-impl<K> LiveExecutor<K> {
-    /// Wraps a Kinesis backend.
-    pub fn new(kinesis: K) -> Self {
-        LiveExecutor { kinesis }
-    }
-}
-
-impl<K: Kinesis> Executor for LiveExecutor<K> {
-    fn is_live(&self) -> bool {
-        true
-    }
-
-    async fn perform(
-        &self,
-        stream: &str,
-        op: &PlannedOperation,
-        fence: Option<&Fence>,
-    ) -> Result<(), BackendError> {
-        let api = match op {
-            PlannedOperation::Split { .. } => "SplitShard",
-            PlannedOperation::Merge { .. } => "MergeShards",
-        };
-        let fence = fence.ok_or_else(|| BackendError::Fenced {
-            api,
-            message: "no leadership to act under".into(),
-        })?;
-        match op {
-            PlannedOperation::Split {
-                shard_id,
-                new_starting_hash_key,
-                ..
-            } => {
-                self.kinesis
-                    .split_shard(stream, shard_id, *new_starting_hash_key, fence)
-                    .await
-            }
-            PlannedOperation::Merge {
-                shard_id,
-                adjacent_shard_id,
-                ..
-            } => {
-                self.kinesis
-                    .merge_shards(stream, shard_id, adjacent_shard_id, fence)
-                    .await
-            }
-        }
-    }
-}
-
-/// The executor of `--dry-run`: logs and prints what it would do.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DryRunExecutor;
-
-impl Executor for DryRunExecutor {
-    fn is_live(&self) -> bool {
-        false
-    }
-
-    async fn perform(
-        &self,
-        stream: &str,
-        op: &PlannedOperation,
-        _fence: Option<&Fence>,
-    ) -> Result<(), BackendError> {
-        // Reported by the caller (the cycle report; the CLI prints it).
-        tracing::info!(stream = %stream, operation = %op, "dry run: would execute");
-        Ok(())
-    }
-}
-
-/// The executor chosen at start-up: live, or `--dry-run`.
-#[derive(Debug, Clone)]
-pub enum ModeExecutor<K> {
-    /// Calls Kinesis.
-    Live(LiveExecutor<K>),
-    /// Prints only.
-    DryRun(DryRunExecutor),
-}
-
-impl<K> ModeExecutor<K> {
-    /// The live executor over `kinesis`, or the dry-run one.
-    pub fn new(kinesis: K, dry_run: bool) -> Self {
-        if dry_run {
-            ModeExecutor::DryRun(DryRunExecutor)
-        } else {
-            ModeExecutor::Live(LiveExecutor::new(kinesis))
-        }
-    }
-}
-
-impl<K: Kinesis> Executor for ModeExecutor<K> {
-    fn is_live(&self) -> bool {
-        matches!(self, ModeExecutor::Live(_))
-    }
-
-    async fn perform(
-        &self,
-        stream: &str,
-        op: &PlannedOperation,
-        fence: Option<&Fence>,
-    ) -> Result<(), BackendError> {
-        match self {
-            ModeExecutor::Live(e) => e.perform(stream, op, fence).await,
-            ModeExecutor::DryRun(e) => e.perform(stream, op, fence).await,
-        }
-    }
-}
-
 /// Tuning of the cycle.
 #[derive(Debug, Clone)]
 pub struct CycleSettings {
@@ -259,7 +130,7 @@ pub struct CycleSettings {
     pub active_poll: Duration,
     /// The leadership task's channel: reshard calls check the latest token right before each
     /// attempt (renewals during a long pass count). Without it the token passed to
-    /// [`Services::cycle`] is checked as it is.
+    /// [`Context::cycle`] is checked as it is.
     pub leader: Option<watch::Receiver<Option<LeaderToken>>>,
     /// Loop progress, advanced inside long waits too (so `/healthz` sees a busy loop alive).
     pub progress: Option<Arc<crate::daemon::Progress>>,
@@ -277,21 +148,34 @@ impl Default for CycleSettings {
     }
 }
 
-/// Everything a cycle needs, injected.
-#[derive(Clone)]
-pub struct Services<K, M, L, S, C> {
+/// Everything a cycle and the loop need, injected once: the backends of one [`Backends`]
+/// bundle and the metrics export.
+pub struct Context<B: Backends> {
     /// Kinesis.
-    pub kinesis: K,
+    pub kinesis: B::Kinesis,
     /// CloudWatch.
-    pub metrics: M,
+    pub metrics: B::Metrics,
     /// Consumer lease tables.
-    pub leases: L,
+    pub leases: B::Leases,
     /// The controller's state table.
-    pub state: S,
+    pub state: B::State,
     /// Time.
-    pub clock: C,
+    pub clock: B::Clock,
     /// Metrics export.
     pub telemetry: Telemetry,
+}
+
+impl<B: Backends> Clone for Context<B> {
+    fn clone(&self) -> Self {
+        Context {
+            kinesis: self.kinesis.clone(),
+            metrics: self.metrics.clone(),
+            leases: self.leases.clone(),
+            state: self.state.clone(),
+            clock: self.clock.clone(),
+            telemetry: self.telemetry.clone(),
+        }
+    }
 }
 
 fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -300,40 +184,11 @@ fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(t)
 }
 
-impl<K, M, L, S, C> Services<K, M, L, S, C>
-where
-    K: Kinesis,
-    M: Metrics,
-    L: LeaseTables,
-    S: StateStore,
-    C: Clock,
-{
+impl<B: Backends> Context<B> {
     /// Observes `policy`'s stream now: status, shards with metrics over the policy's lookback,
     /// and every consumer group's checkpoints. An unreadable lease table is an error.
     pub async fn observe(&self, policy: &StreamPolicy) -> Result<Observation, ReconcileError> {
         Ok(self.observe_described(policy).await?.0)
-    }
-
-    /// Turns on the shard-level metrics shardctl reads, if any is off.
-    async fn enable_metrics(
-        &self,
-        stream: &str,
-        description: &StreamDescription,
-    ) -> Result<(), ReconcileError> {
-        let missing: Vec<ShardMetric> = ShardMetric::ALL
-            .into_iter()
-            .filter(|m| {
-                !description
-                    .shard_level_metrics
-                    .iter()
-                    .any(|have| have == m.cloudwatch_name() || have == "ALL")
-            })
-            .collect();
-        if !missing.is_empty() {
-            tracing::info!(stream = %stream, metrics = ?missing, "enabling shard-level metrics");
-            self.kinesis.enable_shard_metrics(stream, &missing).await?;
-        }
-        Ok(())
     }
 
     async fn observe_described(
@@ -412,54 +267,9 @@ where
         Ok(self.state.history(stream, since).await?)
     }
 
-    /// Settles journal entries still in flight from what the shard map shows: the shards
-    /// closed means the operation happened; the shards open on an `ACTIVE` stream means it never
-    /// did. While the stream is `UPDATING` the entry stays in flight and nothing new starts.
-    ///
-    /// An entry another leader began is settled only once this leader has led for a lease plus
-    /// one reshard attempt: until then that leader's last call may still land.
-    pub async fn resolve_in_flight(
-        &self,
-        stream: &str,
-        obs: &Observation,
-        journal: &mut [JournalEntry],
-        leader: Option<&LeaderToken>,
-    ) -> Result<Vec<(String, OperationOutcome)>, ReconcileError> {
-        let mut resolved = Vec::new();
-        for entry in journal
-            .iter_mut()
-            .filter(|e| e.record.outcome == OperationOutcome::InFlight)
-        {
-            if let Some(token) = leader
-                && entry.fence != Some(token.fence)
-                && token.acquired_at.elapsed() < token.ttl + token.attempt_timeout()
-            {
-                tracing::info!(stream = %stream, entry = %entry.id, fence = ?entry.fence,
-                    "another leader's operation is in flight; settling it once its last call cannot land");
-                continue;
-            }
-            let closed = entry
-                .record
-                .shard_ids
-                .iter()
-                .all(|id| obs.shards.iter().any(|s| &s.shard_id == id && !s.is_open()));
-            let outcome = if closed {
-                OperationOutcome::Succeeded
-            } else if obs.stream_status == StreamStatus::Active {
-                OperationOutcome::Failed
-            } else {
-                continue;
-            };
-            self.settle(stream, &entry.id, outcome).await?;
-            tracing::warn!(stream = %stream, entry = %entry.id, kind = %entry.record.kind,
-                outcome = ?outcome, "resolved an operation left in flight");
-            entry.record.outcome = outcome;
-            resolved.push((entry.id.clone(), outcome));
-        }
-        Ok(resolved)
-    }
-
-    /// One full cycle for one stream. `leader` is required for a live executor.
+    /// One full cycle for one stream: observe, let the executor prepare (journal), plan, and
+    /// let the executor act on each planned operation. `leader` is required by an executor that
+    /// [requires leadership](Executor::requires_leadership).
     pub async fn cycle<E: Executor>(
         &self,
         policy: &StreamPolicy,
@@ -469,22 +279,9 @@ where
     ) -> Result<CycleReport, ReconcileError> {
         let stream = policy.name.as_str();
         let (obs, description) = self.observe_described(policy).await?;
-        if executor.is_live() && policy.enable_shard_metrics {
-            self.enable_metrics(stream, &description).await?;
-        }
-        let mut journal = match self.history(stream).await {
-            // A dry run never creates the state table; without one there is no history yet.
-            Err(ReconcileError::Backend(BackendError::NotFound { .. })) if !executor.is_live() => {
-                Vec::new()
-            }
-            other => other?,
-        };
-        let resolved = if executor.is_live() {
-            self.resolve_in_flight(stream, &obs, &mut journal, leader)
-                .await?
-        } else {
-            Vec::new()
-        };
+        let Prepared { journal, resolved } = executor
+            .prepare(self, policy, &obs, &description, leader)
+            .await?;
         let history = History {
             operations: journal.iter().map(|e| e.record.clone()).collect(),
         };
@@ -507,61 +304,7 @@ where
                 tracing::info!(stream = %stream, "shutting down: no further operations this cycle");
                 break;
             }
-            if !executor.is_live() {
-                executor.perform(stream, op, None).await?;
-                self.count(stream, op.kind(), "dry_run");
-                executed.push(Executed::DryRun(op.clone()));
-                continue;
-            }
-            let leader = leader.ok_or(ReconcileError::NotLeader)?;
-            let fence = match &settings.leader {
-                Some(rx) => Fence::new(rx.clone(), leader),
-                None => Fence::fixed(leader),
-            };
-            self.revalidate(stream, op).await?;
-            // A deposed or lapsing leader journals nothing (and the Kinesis call checks again
-            // before every attempt).
-            if let Err(error) = fence.check("TransactWriteItems") {
-                tracing::warn!(stream = %stream, %error, "not acting");
-                return Err(ReconcileError::NotLeader);
-            }
-            let record = OperationRecord {
-                kind: op.kind(),
-                shard_ids: op.shard_ids().iter().map(|s| s.to_string()).collect(),
-                started_at: self.clock.now(),
-                outcome: OperationOutcome::InFlight,
-            };
-            let id = match self.state.begin(stream, &record, leader).await {
-                Ok(id) => id,
-                Err(BackendError::ConditionFailed { .. }) => return Err(ReconcileError::NotLeader),
-                Err(e) => return Err(e.into()),
-            };
-            match executor.perform(stream, op, Some(&fence)).await {
-                Ok(()) => {
-                    tracing::info!(stream = %stream, operation = %op, "executed");
-                    // Until ACTIVE the entry stays in flight; if waiting fails, the shard map
-                    // settles it on a later cycle.
-                    self.wait_active(stream, op, settings).await?;
-                    self.settle(stream, &id, OperationOutcome::Succeeded)
-                        .await?;
-                    self.count(stream, op.kind(), "succeeded");
-                    executed.push(Executed::Done(op.clone()));
-                }
-                Err(e) if e.is_definite_rejection() => {
-                    // Kinesis said no, or nothing was sent: the shards did not change.
-                    self.settle(stream, &id, OperationOutcome::Failed).await?;
-                    self.count(stream, op.kind(), "failed");
-                    return Err(e.into());
-                }
-                Err(e) => {
-                    // The call may have landed: the entry stays in flight (it holds every new
-                    // operation of this stream) until the shard map settles it.
-                    tracing::warn!(stream = %stream, operation = %op, error = %e,
-                        "outcome unknown; the journal entry stays in flight until the shard map settles it");
-                    self.count(stream, op.kind(), "unknown");
-                    return Err(e.into());
-                }
-            }
+            executed.push(executor.act(self, stream, op, leader, settings).await?);
         }
         self.telemetry
             .last_success
@@ -574,24 +317,6 @@ where
             executed,
             resolved,
         })
-    }
-
-    /// Records an outcome unless the entry was settled already (by another leader, from the
-    /// shard map): that is logged, not an error.
-    async fn settle(
-        &self,
-        stream: &str,
-        id: &str,
-        outcome: OperationOutcome,
-    ) -> Result<(), ReconcileError> {
-        match self.state.finish(stream, id, outcome).await {
-            Ok(()) => Ok(()),
-            Err(BackendError::ConditionFailed { message, .. }) => {
-                tracing::warn!(stream = %stream, entry = %id, %message, "entry already settled");
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// For `splitPoint: trafficWeighted`: samples the records of the shards the planner wants to
@@ -607,19 +332,8 @@ where
         if policy.split.split_point != SplitPoint::TrafficWeighted {
             return None;
         }
-        let wanted: Vec<&str> = decision
-            .operations
-            .iter()
-            .filter_map(|op| match op {
-                PlannedOperation::Split {
-                    shard_id,
-                    split_point: SplitPointUsed::MidpointNoDistribution,
-                    ..
-                } => Some(shard_id.as_str()),
-                _ => None,
-            })
-            .take(MAX_SAMPLED_SHARDS)
-            .collect();
+        let mut wanted = decision.wants_key_samples();
+        wanted.truncate(MAX_SAMPLED_SHARDS);
         if wanted.is_empty() {
             return None;
         }
@@ -683,7 +397,7 @@ where
             .get_or_create(&labels)
             .set(d.open_shards as i64);
         let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
-        for label in ALL_LIMIT_LABELS {
+        for label in Limit::LABELS {
             counts.insert(label, 0);
         }
         for h in &d.held {
@@ -697,95 +411,6 @@ where
                     reason,
                 })
                 .set(n);
-        }
-    }
-
-    /// Just before acting: the stream is `ACTIVE` and the operation's shards are still open
-    /// with the planned ranges.
-    async fn revalidate(&self, stream: &str, op: &PlannedOperation) -> Result<(), ReconcileError> {
-        let summary = self.kinesis.describe_stream(stream).await?;
-        if summary.status != StreamStatus::Active {
-            return Err(ReconcileError::Stale {
-                stream: stream.to_string(),
-                detail: format!("stream is {}", summary.status),
-            });
-        }
-        let shards = self.kinesis.list_shards(stream).await?;
-        let map = ShardMap::new(&shards).map_err(|source| PlanError::BrokenShardMap {
-            stream: stream.to_string(),
-            source,
-        })?;
-        let check = |id: &str| -> Result<&Shard, ReconcileError> {
-            map.get(id)
-                .filter(|s| s.is_open())
-                .ok_or_else(|| ReconcileError::Stale {
-                    stream: stream.to_string(),
-                    detail: format!("{id} is no longer open"),
-                })
-        };
-        match op {
-            PlannedOperation::Split {
-                shard_id,
-                hash_key_range,
-                ..
-            } => {
-                if check(shard_id)?.hash_key_range != *hash_key_range {
-                    return Err(ReconcileError::Stale {
-                        stream: stream.to_string(),
-                        detail: format!("{shard_id} changed its range"),
-                    });
-                }
-            }
-            PlannedOperation::Merge {
-                shard_id,
-                adjacent_shard_id,
-                ..
-            } => {
-                let (a, b) = (check(shard_id)?, check(adjacent_shard_id)?);
-                if !a.hash_key_range.is_adjacent_to(&b.hash_key_range) {
-                    return Err(ReconcileError::Stale {
-                        stream: stream.to_string(),
-                        detail: format!("{shard_id} and {adjacent_shard_id} are not adjacent"),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn wait_active(
-        &self,
-        stream: &str,
-        op: &PlannedOperation,
-        settings: &CycleSettings,
-    ) -> Result<(), ReconcileError> {
-        let started = self.clock.now();
-        loop {
-            let status = match self.kinesis.describe_stream(stream).await {
-                Ok(s) => s.status,
-                Err(e) if e.is_retriable() => StreamStatus::Updating,
-                Err(e) => return Err(e.into()),
-            };
-            if status == StreamStatus::Active {
-                return Ok(());
-            }
-            // Waiting for ACTIVE is progress: keep the liveness probe fed.
-            if let Some(progress) = &settings.progress {
-                progress
-                    .last_tick
-                    .store(self.clock.now().timestamp(), Ordering::Relaxed);
-            }
-            let waited = (self.clock.now() - started).to_std().unwrap_or_default();
-            if waited >= settings.active_timeout {
-                return Err(ReconcileError::NotActive {
-                    stream: stream.to_string(),
-                    status,
-                    waited,
-                    kind: op.kind(),
-                    shards: op.shard_ids().join("+"),
-                });
-            }
-            self.clock.sleep(settings.active_poll).await;
         }
     }
 }
@@ -804,19 +429,3 @@ fn bytes_dominate(decision: &Decision, shard_id: &str) -> bool {
         .find(|s| s.shard_id == shard_id)
         .is_none_or(|s| s.bytes_peak.unwrap_or(0.0) >= s.records_peak.unwrap_or(0.0))
 }
-
-const ALL_LIMIT_LABELS: [&str; 13] = [
-    "stream_not_active",
-    "operation_in_flight",
-    "disabled",
-    "unsplittable_hot_key",
-    "single_key_range",
-    "drain_pending",
-    "budget",
-    "cooldown",
-    "max_shards",
-    "min_shards",
-    "rate_limit",
-    "max_operations_per_cycle",
-    "incomplete_data",
-];

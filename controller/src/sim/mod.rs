@@ -37,27 +37,27 @@ pub mod traffic;
 pub mod world;
 
 pub use cli::{SimulateArgs, run_simulate};
-pub use run::{SimServices, services};
+pub use run::{Sim, SimContext, context};
 pub use world::SharedWorld;
 
 use anyhow::Result;
 
 /// A simulated stream named `stream` under built-in scenario `scenario` (see
-/// [`traffic::scenario`]), and the services of the real control loop over it, for
-/// `shardctl run --simulate`. The services' clock runs the world forward when the loop sleeps;
+/// [`traffic::scenario`]), and the context of the real control loop over it, for
+/// `shardctl run --simulate`. The context's clock runs the world forward when the loop sleeps;
 /// [`status_line`] describes it for progress output.
 pub fn simulated_stream(
     scenario: &str,
     stream: &str,
     seed: u64,
-) -> Result<(SimServices, SharedWorld)> {
+) -> Result<(SimContext, SharedWorld)> {
     let scenario = traffic::scenario(scenario, seed)?;
     let world = SharedWorld::new(world::World::new(
         world::WorldConfig::new(stream),
         &scenario,
         seed,
     ));
-    Ok((services(&world), world))
+    Ok((context(&world), world))
 }
 
 /// One line on the simulated stream: time, status, shards, throttling so far.

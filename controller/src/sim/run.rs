@@ -1,6 +1,6 @@
 //! The strategies compared on identical traffic, and their summaries.
 //!
-//! - **shardctl**: the real [`Services::cycle`] with the [`LiveExecutor`] every evaluation
+//! - **shardctl**: the real [`Context::cycle`] with the [`LiveExecutor`] every evaluation
 //!   interval of the policy, in virtual time, against the simulated backends.
 //! - **static**: the stream stays at the scenario's provisioned shard count.
 //! - **uniform**: stream-level autoscaling as amazon-kinesis-scaling-utils and the AWS samples
@@ -12,12 +12,12 @@ use super::world::{
     MIB, MemoryStateStore, OpKind, SHARD_RECORDS, SharedWorld, SimClock, SimKinesis, SimLeases,
     SimMetrics, World, WorldConfig,
 };
-use crate::backend::StateStore;
-use crate::daemon;
-use crate::leadership::{self, LeaseSettings};
-use crate::reconcile::{CycleSettings, LiveExecutor, Services};
+use crate::backend::Backends;
+use crate::daemon::{self, Leadership, Replica};
+use crate::leadership::LeaseSettings;
+use crate::reconcile::{Context, CycleSettings, LiveExecutor};
 use crate::telemetry::Telemetry;
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 use shardctl_policies::policy::{ApiVersion, PolicyKind, PolicySpec};
 use shardctl_policies::{HumanDuration, PolicyFile, StreamPolicy};
@@ -358,13 +358,26 @@ pub fn run_strategy(
     }
 }
 
-/// The services of `shardctl run` over a simulated stream.
-pub type SimServices = Services<SimKinesis, SimMetrics, SimLeases, MemoryStateStore, SimClock>;
+/// The simulator as the controller's [`Backends`]: the world behind Kinesis, CloudWatch, the
+/// lease tables and the clock, and an in-memory state table.
+#[derive(Debug)]
+pub enum Sim {}
 
-/// Services over `world`: simulated Kinesis, CloudWatch, lease tables and clock, and an
+impl Backends for Sim {
+    type Kinesis = SimKinesis;
+    type Metrics = SimMetrics;
+    type Leases = SimLeases;
+    type State = MemoryStateStore;
+    type Clock = SimClock;
+}
+
+/// The context of `shardctl run` over a simulated stream.
+pub type SimContext = Context<Sim>;
+
+/// The context over `world`: simulated Kinesis, CloudWatch, lease tables and clock, and an
 /// in-memory state table. The clock's `sleep` runs the world forward.
-pub fn services(world: &SharedWorld) -> SimServices {
-    Services {
+pub fn context(world: &SharedWorld) -> SimContext {
+    Context {
         kinesis: SimKinesis(world.clone()),
         metrics: SimMetrics(world.clone()),
         leases: SimLeases(world.clone()),
@@ -387,8 +400,7 @@ fn run_shardctl(
         .enable_time()
         .build()
         .context("cannot start the simulation runtime")?;
-    let svc = Arc::new(services(world));
-    let executor = LiveExecutor::new(svc.kinesis.clone());
+    let svc = Arc::new(context(world));
     let policy = PolicyFile {
         api_version: ApiVersion::V1Alpha1,
         kind: PolicyKind::ScalingPolicy,
@@ -399,23 +411,8 @@ fn run_shardctl(
         },
     };
     rt.block_on(async {
-        svc.state.ensure().await?;
-        let lease = LeaseSettings {
-            owner: "shardctl-simulator".to_string(),
-            ttl: Duration::from_secs(end.saturating_add(24 * 3600)),
-        };
-        let leader = leadership::step(
-            &svc.state,
-            &svc.clock,
-            &lease,
-            None,
-            &mut leadership::Observed::default(),
-        )
-        .await
-        .context("the simulated state table refused leadership")?;
-        let (_leader_tx, leader_rx) = watch::channel(Some(leader));
-        let stop_policy = policy.clone();
-        let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy.clone()));
+        let stop_policy = policy;
         let (stop_tx, stop_rx) = watch::channel(world.lock().elapsed() >= end);
         let mut last_hour = 0;
         let on_pass = |pass: &daemon::Pass| {
@@ -437,18 +434,22 @@ fn run_shardctl(
                 stop_tx.send_replace(true);
             }
         };
-        daemon::run(
-            svc.clone(),
-            policy_rx,
-            executor,
-            leader_rx,
-            CycleSettings::default(),
-            Arc::new(daemon::Progress::default()),
-            false,
-            stop_rx,
-            on_pass,
-        )
-        .await;
+        let replica = Replica {
+            ctx: svc,
+            executor: LiveExecutor,
+            // The world's clock moves only when the loop sleeps: one lease for the whole run.
+            leadership: Leadership::Once(LeaseSettings {
+                owner: "shardctl-simulator".to_string(),
+                ttl: Duration::from_secs(end.saturating_add(24 * 3600)),
+            }),
+            settings: CycleSettings::default(),
+            progress: Arc::new(daemon::Progress::default()),
+            once: false,
+        };
+        replica
+            .serve(policy_rx, stop_rx, on_pass)
+            .await
+            .context("the simulated state table refused leadership")?;
         // The loop stopped before a wake at or past the end; the world runs to the end.
         let mut w = world.lock();
         if w.elapsed() < end {

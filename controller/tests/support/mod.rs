@@ -6,7 +6,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use shardctl::backend::{Kinesis, StateStore};
-use shardctl::live::{AwsServices, aws_services};
+use shardctl::live::{AwsContext, aws_context};
 use shardctl::telemetry::Telemetry;
 use shardctl_policies::Shard;
 use std::time::{Duration, Instant};
@@ -49,10 +49,10 @@ pub async fn clients() -> Clients {
     }
 }
 
-pub async fn services(state_table: &str) -> (AwsServices, Telemetry) {
+pub async fn services(state_table: &str) -> (AwsContext, Telemetry) {
     require_emulators();
     let telemetry = Telemetry::new();
-    (aws_services(state_table, &telemetry).await, telemetry)
+    (aws_context(state_table, &telemetry).await, telemetry)
 }
 
 /// Polls `f` until it returns `Some`, or panics after `deadline`.
@@ -99,7 +99,7 @@ pub async fn wait_active(c: &Clients, name: &str) {
 }
 
 /// Open shards in key order, through the product's adapter.
-pub async fn open_shards(services: &AwsServices, stream: &str) -> Vec<Shard> {
+pub async fn open_shards(services: &AwsContext, stream: &str) -> Vec<Shard> {
     let mut shards: Vec<Shard> = services
         .kinesis
         .list_shards(stream)
@@ -233,7 +233,7 @@ pub async fn set_checkpoint(c: &Clients, table: &str, shard: &str, checkpoint: &
 }
 
 /// Takes the leader lease for a test replica.
-pub async fn lead(services: &AwsServices, owner: &str) -> shardctl::backend::LeaderToken {
+pub async fn lead(services: &AwsContext, owner: &str) -> shardctl::backend::LeaderToken {
     services.state.ensure().await.unwrap();
     services
         .state
