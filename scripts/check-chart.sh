@@ -65,7 +65,7 @@ if missing:
 PYEOF
 
 echo "chart: the dashboard is valid JSON and only uses metrics the controller exports"
-"$PY" - "$CHART/dashboards/shardctl.json" controller/src/telemetry.rs <<'PYEOF'
+"$PY" - "$CHART/dashboards/shardctl.json" controller/core/src/telemetry.rs <<'PYEOF'
 import json, re, sys
 dash = json.load(open(sys.argv[1]))
 code = open(sys.argv[2]).read()

@@ -1,10 +1,11 @@
-//! The command line.
+//! The command line: its grammar, and which command each form runs (one file each in
+//! [`crate::commands`]).
 
-use crate::files::{read_policy, read_snapshot};
-use crate::render;
+use crate::commands;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
+use shardctl_controller::render;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +37,7 @@ pub enum LogFormat {
 pub struct StateArgs {
     /// The DynamoDB table for the leader lease and the operation journal (created if missing by
     /// `run` without `--dry-run`; never created by read-only commands).
-    #[arg(long, env = "SHARDCTL_STATE_TABLE", default_value = crate::aws::DEFAULT_STATE_TABLE)]
+    #[arg(long, env = "SHARDCTL_STATE_TABLE", default_value = shardctl_controller::aws::DEFAULT_STATE_TABLE)]
     pub state_table: String,
 }
 
@@ -82,7 +83,7 @@ pub enum Command {
     },
     /// Simulate a policy on built-in or recorded traffic and compare it with the alternatives
     /// (static provisioning, uniform scaling, on-demand).
-    Simulate(crate::sim::SimulateArgs),
+    Simulate(shardctl_sim::SimulateArgs),
     /// Write a snapshot of a stream (shards, metrics, consumer drain state, history) as JSON.
     Observe {
         /// The stream.
@@ -193,23 +194,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(_) | Command::Run { simulate: true, .. }
     );
     init_logging(cli.log_format, if simulated { "warn" } else { "info" });
-    match cli.command {
-        Command::Validate { files } => Ok(validate(&files)),
-        Command::Schema { kind } => {
-            let schema = match kind {
-                SchemaKind::Policy => shardctl_policies::schema::policy_schema(),
-                SchemaKind::Snapshot => shardctl_policies::schema::snapshot_schema(),
-            };
-            print!("{}", shardctl_policies::schema::render(&schema));
-            Ok(ExitCode::SUCCESS)
+    let rows = |all_shards: bool| {
+        if all_shards {
+            render::Rows::All
+        } else {
+            render::Rows::Involved
         }
-        Command::Simulate(args) => crate::sim::run_simulate(args),
+    };
+    match cli.command {
+        Command::Validate { files } => Ok(commands::validate::run(&files)),
+        Command::Schema { kind } => Ok(commands::schema::run(kind)),
+        Command::Simulate(args) => shardctl_sim::run_simulate(args),
         Command::Observe {
             stream,
             policy,
             output,
             state,
-        } => runtime()?.block_on(crate::live::observe(
+        } => runtime()?.block_on(commands::observe::run(
             stream,
             policy,
             state.state_table,
@@ -223,7 +224,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             dry_run,
             ..
-        } => runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+        } => runtime()?.block_on(commands::demo::run(commands::demo::DemoOptions {
             policy,
             scenario,
             duration,
@@ -246,7 +247,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             if leader_lease < std::time::Duration::from_secs(3) {
                 bail!("--leader-lease {leader_lease:?} is too short; use at least 3s");
             }
-            let options = crate::live::RunOptions {
+            let options = commands::run::RunOptions {
                 policy,
                 dry_run,
                 once,
@@ -256,7 +257,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 leader_lease,
                 reload_every: std::time::Duration::from_secs(10),
             };
-            runtime()?.block_on(crate::live::run(options))
+            runtime()?.block_on(commands::run::run(options))
         }
         Command::Plan {
             policy,
@@ -266,20 +267,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
             all_shards,
             ..
-        } => {
-            let rows = if all_shards {
-                render::Rows::All
-            } else {
-                render::Rows::Involved
-            };
-            runtime()?.block_on(crate::live::plan(
-                policy,
-                stream,
-                state.state_table,
-                output,
-                rows,
-            ))
-        }
+        } => runtime()?.block_on(commands::plan::live(
+            policy,
+            stream,
+            state.state_table,
+            output,
+            rows(all_shards),
+        )),
         Command::Plan {
             policy,
             snapshot: Some(snapshot),
@@ -287,64 +281,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
             all_shards,
             ..
-        } => {
-            let policy_file = read_policy(&policy)?;
-            let snap = read_snapshot(&snapshot)?;
-            let name = &snap.observation.stream_name;
-            let Some(stream) = policy_file.stream(name) else {
-                let known: Vec<_> = policy_file
-                    .spec
-                    .streams
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect();
-                bail!(
-                    "{} has no policy for stream `{name}` (it manages: {}); add it under spec.streams",
-                    policy.display(),
-                    known.join(", ")
-                );
-            };
-            let now = now.unwrap_or(snap.observation.observed_at);
-            let decision = shardctl_policies::plan(stream, &snap.observation, &snap.history, now)
-                .map_err(|e| anyhow!("{}: {e}", snapshot.display()))?;
-            match output {
-                Output::Table => {
-                    let rows = if all_shards {
-                        render::Rows::All
-                    } else {
-                        render::Rows::Involved
-                    };
-                    print!("{}", render::table(&decision, rows));
-                }
-                Output::Json => println!("{}", render::json(&decision)),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn validate(files: &[PathBuf]) -> ExitCode {
-    let mut failed = false;
-    for f in files {
-        match read_policy(f) {
-            Ok(p) => {
-                let names: Vec<_> = p.spec.streams.iter().map(|s| s.name.as_str()).collect();
-                println!(
-                    "{}: ok ({} streams: {})",
-                    f.display(),
-                    names.len(),
-                    names.join(", ")
-                );
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("{e:#}");
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+        } => commands::plan::offline(&policy, &snapshot, now, output, rows(all_shards)),
     }
 }

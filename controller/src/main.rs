@@ -1,11 +1,14 @@
-//! The `shardctl` binary: parses the command line and hands over to the library.
+//! The `shardctl` binary: parses the command line and runs the command.
+
+mod cli;
+mod commands;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = shardctl::cli::Cli::parse();
-    match shardctl::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

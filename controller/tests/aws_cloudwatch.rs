@@ -13,8 +13,8 @@ mod aws_support;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use aws_support::{backend, calls, sdk_config, unique};
 use chrono::{DateTime, DurationRound, Utc};
-use shardctl::aws::AwsOptions;
-use shardctl::backend::Metrics;
+use shardctl_controller::aws::AwsOptions;
+use shardctl_controller::backend::Metrics;
 use std::time::Instant;
 
 /// One injected datapoint.

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_support::{backend, calls, sdk_config, unique};
 use chrono::{TimeZone, Utc};
-use shardctl::aws::{AwsOptions, DynamoStateStore};
-use shardctl::backend::{BackendError, LeaseTables, StateStore};
+use shardctl_controller::aws::{AwsOptions, DynamoStateStore};
+use shardctl_controller::backend::{BackendError, LeaseTables, StateStore};
 use shardctl_lease::StreamFilter;
 use shardctl_policies::{Checkpoint, OperationKind, OperationOutcome, OperationRecord};
 use std::time::Duration;
@@ -154,7 +154,7 @@ async fn leadership_is_exclusive_fenced_and_released() {
 /// the same owner re-acquired and restarted it at 1 after a release).
 #[tokio::test]
 async fn the_simulator_s_state_store_keeps_the_same_contract() {
-    let store = shardctl::sim::world::MemoryStateStore::default();
+    let store = shardctl_sim::world::MemoryStateStore::default();
     leadership_contract(&store).await;
 }
 

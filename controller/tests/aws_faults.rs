@@ -12,11 +12,11 @@ const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 use aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
 use chrono::{TimeZone, Utc};
-use shardctl::aws::{AwsBackend, AwsOptions, RetryPolicy};
-use shardctl::backend::{
+use shardctl_controller::aws::{AwsBackend, AwsOptions, RetryPolicy};
+use shardctl_controller::backend::{
     BackendError, Fence, Kinesis, LeaderToken, LeaseTables, Metrics, StateStore,
 };
-use shardctl::telemetry::{CallLabels, Telemetry};
+use shardctl_controller::telemetry::{CallLabels, Telemetry};
 use shardctl_policies::{OperationKind, OperationOutcome, OperationRecord};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -336,7 +336,10 @@ async fn malformed_responses_are_errors_not_panics() {
     }
     // Streams from before capacity modes report none: they are provisioned.
     let described = aws.kinesis.describe_stream("orders").await.unwrap();
-    assert_eq!(described.mode, shardctl::backend::StreamMode::Provisioned);
+    assert_eq!(
+        described.mode,
+        shardctl_controller::backend::StreamMode::Provisioned
+    );
     // For `{}` the SDK fills the required summary with defaults: an empty name is caught.
     let error = aws.kinesis.describe_stream("orders").await.unwrap_err();
     assert!(error.to_string().contains("StreamName"), "{error}");

@@ -8,8 +8,8 @@
 mod aws_support;
 
 use aws_support::{backend, calls, eventually, open_fence, sdk_config, unique};
-use shardctl::aws::{AwsOptions, RetryPolicy};
-use shardctl::backend::{BackendError, Kinesis, ShardMetric, StreamMode};
+use shardctl_controller::aws::{AwsOptions, RetryPolicy};
+use shardctl_controller::backend::{BackendError, Kinesis, ShardMetric, StreamMode};
 use shardctl_policies::{Shard, ShardMap, ShardState, StreamStatus};
 
 /// Creates a provisioned stream with `shards` shards and waits until it is `ACTIVE`.

@@ -4,7 +4,7 @@
 
 mod support;
 
-use shardctl::backend::Kinesis;
+use shardctl_controller::backend::Kinesis;
 use std::process::Command;
 use support::*;
 

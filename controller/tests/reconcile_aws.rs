@@ -4,11 +4,13 @@
 
 mod support;
 
-use shardctl::aws::{Aws, AwsKinesis};
-use shardctl::backend::{
+use shardctl_controller::aws::{Aws, AwsKinesis};
+use shardctl_controller::backend::{
     BackendError, Backends, Fence, Kinesis, ShardMetric, StateStore, StreamDescription,
 };
-use shardctl::reconcile::{Context, CycleSettings, DryRunExecutor, Executed, LiveExecutor};
+use shardctl_controller::reconcile::{
+    Context, CycleSettings, DryRunExecutor, Executed, LiveExecutor,
+};
 use shardctl_policies::history::{OperationKind, OperationOutcome};
 use shardctl_policies::plan::PlannedOperation;
 use shardctl_policies::policy::ConsumerGroup;
@@ -538,7 +540,7 @@ fn kcl_lease(
 /// gated on it.
 async fn split_stream_with_gate(
     c: &Clients,
-    svc: &shardctl::live::AwsContext,
+    svc: &shardctl_controller::aws::AwsContext,
 ) -> (
     String,
     String,

@@ -1,8 +1,8 @@
 //! `shardctl simulate` from its arguments: trace files, outputs, errors.
 
 use clap::Parser;
-use shardctl::sim::cli::{SimOutput, SimulateArgs, render, run_simulate, sim_config};
-use shardctl::sim::run::{Strategy, compare};
+use shardctl_sim::cli::{SimOutput, SimulateArgs, render, run_simulate, sim_config};
+use shardctl_sim::run::{Strategy, compare};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]

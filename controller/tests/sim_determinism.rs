@@ -1,8 +1,8 @@
 //! The simulator is deterministic and conserves records.
 
-use shardctl::sim::run::{OnDemandConfig, Prices, SimConfig, Strategy, UniformConfig, compare};
-use shardctl::sim::traffic::{SCENARIOS, scenario};
-use shardctl::sim::{status_line, svg};
+use shardctl_sim::run::{OnDemandConfig, Prices, SimConfig, Strategy, UniformConfig, compare};
+use shardctl_sim::traffic::{SCENARIOS, scenario};
+use shardctl_sim::{status_line, svg};
 use std::time::Duration;
 
 fn config(name: &str, minutes: u64, seed: u64) -> SimConfig {
@@ -91,10 +91,10 @@ fn records_offered_are_accepted_or_throttled() {
 
 #[test]
 fn run_simulate_services_drive_the_real_cycle() {
-    use shardctl::backend::{Clock, StateStore};
-    use shardctl::reconcile::{CycleSettings, LiveExecutor};
-    let (svc, world) = shardctl::sim::simulated_stream("single-hot-key", "org-events", 1)
-        .expect("scenario exists");
+    use shardctl_controller::backend::{Clock, StateStore};
+    use shardctl_controller::reconcile::{CycleSettings, LiveExecutor};
+    let (svc, world) =
+        shardctl_sim::simulated_stream("single-hot-key", "org-events", 1).expect("scenario exists");
     let mut policy = shardctl_policies::StreamPolicy::with_defaults("org-events");
     policy.split.stabilization_window = shardctl_policies::HumanDuration::mins(2);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,5 +125,5 @@ fn run_simulate_services_drive_the_real_cycle() {
 #[test]
 fn bad_names_are_errors() {
     assert!(scenario("no-such-scenario", 1).is_err());
-    assert!(shardctl::sim::simulated_stream("nope", "s", 1).is_err());
+    assert!(shardctl_sim::simulated_stream("nope", "s", 1).is_err());
 }

@@ -20,10 +20,10 @@
 //! about 33 %), its `billing-export` budget holds 16 shards from 01:45 to 03:45, and its
 //! business-hours budget forbids merges from 07:00 to 18:00.
 
-use shardctl::sim::run::{
+use shardctl_sim::run::{
     OnDemandConfig, Prices, SimConfig, Strategy, Summary, UniformConfig, compare,
 };
-use shardctl::sim::traffic::scenario;
+use shardctl_sim::traffic::scenario;
 
 fn run() -> Vec<Summary> {
     let file = shardctl_policies::load_policy(
@@ -73,11 +73,11 @@ fn example_policy_against_uniform_static_and_on_demand() {
     assert!(shardctl.throttled_records * 10 <= stat.throttled_records);
     // Relief within half an hour of the surge; the baselines never relieve it.
     assert!(
-        matches!(shardctl.relief, shardctl::sim::run::Relief::After(m) if m <= 30),
+        matches!(shardctl.relief, shardctl_sim::run::Relief::After(m) if m <= 30),
         "{:?}",
         shardctl.relief
     );
-    assert_eq!(uniform.relief, shardctl::sim::run::Relief::Never);
+    assert_eq!(uniform.relief, shardctl_sim::run::Relief::Never);
     // Cheaper than on-demand.
     assert!(shardctl.cost_usd < on_demand.cost_usd);
     // Shard-hours: NOT within 10 % of uniform (see the module docs); pinned so it cannot drift

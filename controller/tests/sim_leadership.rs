@@ -15,21 +15,21 @@
 //! `SHARDCTL_SIM_HA_SEED` the seed; `scripts/soak-ha.sh` runs more.
 
 use chrono::{DateTime, Utc};
-use shardctl::backend::{
+use shardctl_controller::backend::{
     BackendError, Backends, Clock, Fence, JournalEntry, Kinesis, LeaderRecord, LeaderToken,
     LeaseTables, Metrics, ShardMetric, StateStore, StreamDescription,
 };
-use shardctl::daemon::{Leadership, Progress, Replica};
-use shardctl::leadership::LeaseSettings;
-use shardctl::reconcile::{Context, CycleSettings, LiveExecutor};
-use shardctl::sim::SharedWorld;
-use shardctl::sim::world::{
-    MemoryStateStore, SimKinesis, SimLeases, SimMetrics, World, WorldConfig,
-};
-use shardctl::telemetry::Telemetry;
+use shardctl_controller::daemon::{Leadership, Progress, Replica};
+use shardctl_controller::leadership::LeaseSettings;
+use shardctl_controller::reconcile::{Context, CycleSettings, LiveExecutor};
+use shardctl_controller::telemetry::Telemetry;
 use shardctl_lease::{StreamFilter, TableRows};
 use shardctl_policies::history::OperationRecord;
 use shardctl_policies::{HashKey, OperationOutcome, PolicyFile, Shard, ShardMetrics, StreamPolicy};
+use shardctl_sim::SharedWorld;
+use shardctl_sim::world::{
+    MemoryStateStore, SimKinesis, SimLeases, SimMetrics, World, WorldConfig,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -451,7 +451,7 @@ async fn replicas_under_pauses_kills_and_terms_never_reshard_under_a_stale_fence
     file.spec.streams.truncate(1);
     file.spec.streams[0].consumer_groups.clear();
     let policy: StreamPolicy = file.spec.streams[0].clone();
-    let scenario = shardctl::sim::traffic::scenario("diurnal", 3).expect("scenario");
+    let scenario = shardctl_sim::traffic::scenario("diurnal", 3).expect("scenario");
     let world = SharedWorld::new(World::new(
         WorldConfig::new(policy.name.clone()),
         &scenario,

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use shardctl::aws::{AwsBackend, AwsOptions};
-use shardctl::telemetry::{CallLabels, Telemetry};
+use shardctl_controller::aws::{AwsBackend, AwsOptions};
+use shardctl_controller::telemetry::{CallLabels, Telemetry};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
             );
         }
     }
-    shardctl::aws::load_sdk_config().await
+    shardctl_controller::aws::load_sdk_config().await
 }
 
 /// Every adapter, with its own telemetry so tests can count calls.
@@ -74,8 +74,8 @@ where
 
 /// A fence open for an hour (adapter tests act without a leadership task).
 #[allow(dead_code)]
-pub fn open_fence() -> shardctl::backend::Fence {
-    shardctl::backend::Fence::fixed(&shardctl::backend::LeaderToken::new(
+pub fn open_fence() -> shardctl_controller::backend::Fence {
+    shardctl_controller::backend::Fence::fixed(&shardctl_controller::backend::LeaderToken::new(
         "adapter-test",
         1,
         chrono::Utc::now(),

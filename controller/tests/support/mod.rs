@@ -5,9 +5,9 @@
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
-use shardctl::backend::{Kinesis, StateStore};
-use shardctl::live::{AwsContext, aws_context};
-use shardctl::telemetry::Telemetry;
+use shardctl_controller::aws::{AwsContext, context as aws_context};
+use shardctl_controller::backend::{Kinesis, StateStore};
+use shardctl_controller::telemetry::Telemetry;
 use shardctl_policies::Shard;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ pub struct Clients {
 
 pub async fn clients() -> Clients {
     require_emulators();
-    let config = shardctl::aws::load_sdk_config().await;
+    let config = shardctl_controller::aws::load_sdk_config().await;
     Clients {
         kinesis: aws_sdk_kinesis::Client::new(&config),
         cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
@@ -233,7 +233,7 @@ pub async fn set_checkpoint(c: &Clients, table: &str, shard: &str, checkpoint: &
 }
 
 /// Takes the leader lease for a test replica.
-pub async fn lead(services: &AwsContext, owner: &str) -> shardctl::backend::LeaderToken {
+pub async fn lead(services: &AwsContext, owner: &str) -> shardctl_controller::backend::LeaderToken {
     services.state.ensure().await.unwrap();
     services
         .state
@@ -255,8 +255,8 @@ pub async fn table_exists(c: &Clients, table: &str) -> bool {
 
 /// A fence open for an hour (tests that reshard without a leadership task).
 #[allow(dead_code)]
-pub fn open_fence() -> shardctl::backend::Fence {
-    shardctl::backend::Fence::fixed(&shardctl::backend::LeaderToken::new(
+pub fn open_fence() -> shardctl_controller::backend::Fence {
+    shardctl_controller::backend::Fence::fixed(&shardctl_controller::backend::LeaderToken::new(
         "test",
         1,
         Utc::now(),

@@ -6,9 +6,9 @@
 //! The plot is rectangles and lines on two linear axes; a small writer keeps it dependency-free
 //! and its output byte-for-byte deterministic.
 
-use super::run::{Outcome, Summary};
-use super::traffic::Scenario;
-use super::world::{OpKind, World};
+use crate::run::{Outcome, Summary};
+use crate::traffic::Scenario;
+use crate::world::{OpKind, World};
 use shardctl_policies::{HashKey, MAX_HASH_KEY};
 use std::fmt::Write;
 

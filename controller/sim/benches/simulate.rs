@@ -1,17 +1,15 @@
 //! How long a simulated day of a 64-shard stream takes: every strategy, 24 h of virtual time.
 //!
-//! `cargo bench -p shardctl --bench simulate` (target: under 10 s in release for shardctl, whose
+//! `cargo bench -p shardctl-sim --bench simulate` (target: under 10 s in release for shardctl, whose
 //! run includes the real reconcile cycle every minute).
 
-use shardctl::sim::run::{
-    OnDemandConfig, Prices, SimConfig, Strategy, UniformConfig, run_strategy,
-};
-use shardctl::sim::traffic::{TrafficModel, scenario};
+use shardctl_sim::run::{OnDemandConfig, Prices, SimConfig, Strategy, UniformConfig, run_strategy};
+use shardctl_sim::traffic::{TrafficModel, scenario};
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
     let file = shardctl_policies::load_policy(
-        include_str!("../../policies/examples/telecom-org-events.yaml"),
+        include_str!("../../../policies/examples/telecom-org-events.yaml"),
         "telecom-org-events.yaml",
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -541,7 +541,7 @@ impl Clock for SystemClock {
 }
 
 /// The backends of one controller, named once: the AWS SDK in production
-/// ([`crate::aws::Aws`]), the simulator in `shardctl simulate` ([`crate::sim::Sim`]), fault
+/// ([`crate::aws::Aws`]), the simulator in `shardctl simulate` (`shardctl_sim::Sim`), fault
 /// wrappers in tests. Code that touches the backends is generic over one `B: Backends` and
 /// reaches them through a [`crate::reconcile::Context`].
 pub trait Backends: Send + Sync + 'static {

@@ -1,12 +1,12 @@
 //! `shardctl run --simulate`: the real control loop against a simulated stream in accelerated
 //! virtual time, printing its decisions as it makes them. Needs nothing but the binary.
 
-use crate::backend::Clock;
-use crate::daemon::{Leadership, Pass, Progress, Replica};
-use crate::files::read_policy;
-use crate::leadership::LeaseSettings;
-use crate::reconcile::{CycleSettings, Executed, ModeExecutor};
 use anyhow::{Result, anyhow};
+use shardctl_controller::backend::Clock;
+use shardctl_controller::daemon::{Leadership, Pass, Progress, Replica};
+use shardctl_controller::files::read_policy;
+use shardctl_controller::leadership::LeaseSettings;
+use shardctl_controller::reconcile::{CycleSettings, Executed, ModeExecutor};
 use shardctl_policies::{PolicyFile, load_policy};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The policy used when none is given: the shipped telecom example.
-pub const EMBEDDED_POLICY: &str = include_str!("../../policies/examples/telecom-org-events.yaml");
+pub const EMBEDDED_POLICY: &str =
+    include_str!("../../../policies/examples/telecom-org-events.yaml");
 
 /// Options of `run --simulate`.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
     }
     policy.spec.streams = vec![first.clone()];
     let (services, world) =
-        crate::sim::simulated_stream(&options.scenario, &first.name, options.seed)?;
+        shardctl_sim::simulated_stream(&options.scenario, &first.name, options.seed)?;
     let services = Arc::new(services);
     let start = services.clock.now();
     let end = chrono::TimeDelta::from_std(options.duration)
@@ -93,7 +94,7 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
         humantime::format_duration(options.duration),
         start.format("%a %H:%M")
     );
-    println!("{}", crate::sim::status_line(&world));
+    println!("{}", shardctl_sim::status_line(&world));
 
     let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -107,7 +108,7 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
             println!(
                 "[{}] {}",
                 now.format("%a %H:%M"),
-                crate::sim::status_line(&world_for_status)
+                shardctl_sim::status_line(&world_for_status)
             );
             next_status = now + chrono::TimeDelta::hours(1);
         }
@@ -130,7 +131,7 @@ pub async fn run(options: DemoOptions) -> Result<ExitCode> {
         once: false,
     };
     replica.serve(policy_rx, stop_rx, on_pass).await?;
-    println!("done: {}", crate::sim::status_line(&world));
+    println!("done: {}", shardctl_sim::status_line(&world));
     println!(
         "compare with the alternatives on the same traffic: shardctl simulate --policy <file> --scenario {}",
         options.scenario

@@ -20,7 +20,9 @@ use shardctl_policies::history::{OperationKind, OperationOutcome};
 use shardctl_policies::key_sample::distribution_from_samples;
 use shardctl_policies::plan::{Decision, Limit, PlanError, PlannedOperation};
 use shardctl_policies::policy::{SplitPoint, limits};
-use shardctl_policies::{ConsumerGroupState, History, Observation, StreamPolicy, StreamStatus};
+use shardctl_policies::{
+    ConsumerGroupState, History, Observation, Snapshot, StreamPolicy, StreamStatus,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,6 +261,18 @@ impl<B: Backends> Context<B> {
             consumer_groups: groups,
         };
         Ok((observation, summary))
+    }
+
+    /// What `shardctl observe` writes and `plan` reads: the observation now and the recent
+    /// history. Without a state table (nothing ever acted) the history is empty.
+    pub async fn snapshot(&self, policy: &StreamPolicy) -> Result<Snapshot, ReconcileError> {
+        let observation = self.observe(policy).await?;
+        let operations = match self.history(&policy.name).await {
+            Ok(entries) => entries.into_iter().map(|e| e.record).collect(),
+            Err(ReconcileError::Backend(BackendError::NotFound { .. })) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Snapshot::new(observation, History { operations }))
     }
 
     /// Reads the stream's recent history from the state table.

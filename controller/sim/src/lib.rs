@@ -3,13 +3,13 @@
 //! The world ([`world`]) steps one second at a time: per-shard write limits enforced per second,
 //! throttled records counted, resharding that keeps the stream `UPDATING` for a while, CloudWatch
 //! datapoints that arrive minutes late, consumers that drain closed parents after a lag. It
-//! implements the [`crate::backend`] traits, so the **real** reconcile cycle runs against it.
+//! implements the [`shardctl_controller::backend`] traits, so the **real** reconcile cycle runs against it.
 //! Traffic ([`traffic`]) is organisations with Zipf popularity, daily cycles, surges and flash
 //! crowds, or a recorded trace. [`run`] compares shardctl with the baselines users pick instead,
 //! on identical traffic; [`svg`] draws it; [`cli`] is `shardctl simulate`.
 //!
 //! ```no_run
-//! use shardctl::sim::{run, traffic};
+//! use shardctl_sim::{run, traffic};
 //!
 //! let policy = shardctl_policies::StreamPolicy::with_defaults("org-events");
 //! let cfg = run::SimConfig {

@@ -1,17 +1,14 @@
-//! The commands that talk to AWS: `run`, `observe` and the live `plan`.
+//! `shardctl run`: the controller against AWS, one replica of a Deployment.
 
-use crate::aws::{Aws, AwsBackend, AwsOptions};
-use crate::backend::Clock;
-use crate::daemon::{Leadership, Pass, Progress, Replica};
-use crate::http::{self, HttpState};
-use crate::leadership::LeaseSettings;
-use crate::policy_source::PolicySource;
-use crate::reconcile::{Context, CycleSettings, Executed, ModeExecutor};
-use crate::render;
-use crate::telemetry::Telemetry;
-use anyhow::{Context as _, Result, anyhow};
-use shardctl_policies::history::OperationRecord;
-use shardctl_policies::{History, PolicyFile, Snapshot, StreamPolicy};
+use anyhow::Result;
+use shardctl_controller::aws;
+use shardctl_controller::daemon::{Leadership, Pass, Progress, Replica};
+use shardctl_controller::http::{self, HttpState};
+use shardctl_controller::leadership::LeaseSettings;
+use shardctl_controller::policy_source::PolicySource;
+use shardctl_controller::reconcile::{CycleSettings, Executed, ModeExecutor};
+use shardctl_controller::render;
+use shardctl_controller::telemetry::Telemetry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,20 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// The control loop's context over real AWS.
-pub type AwsContext = Context<Aws>;
-
-/// Builds the AWS context from the standard SDK configuration.
-pub async fn aws_context(state_table: &str, telemetry: &Telemetry) -> AwsContext {
-    let options = AwsOptions {
-        state_table: state_table.to_string(),
-        ..AwsOptions::default()
-    };
-    AwsBackend::from_env(options, telemetry.clone())
-        .await
-        .into_context(telemetry.clone())
-}
 
 /// Options of `shardctl run`.
 #[derive(Debug, Clone)]
@@ -113,7 +96,7 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
     let (source, policy) = PolicySource::load(options.policy.clone())?;
     let interval = policy.spec.evaluation_interval.0;
     let telemetry = Telemetry::new();
-    let ctx = Arc::new(aws_context(&options.state_table, &telemetry).await);
+    let ctx = Arc::new(aws::context(&options.state_table, &telemetry).await);
     let settings = CycleSettings::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     stop_on_signals(stop_tx.clone(), settings.clone());
@@ -178,108 +161,4 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn select_streams<'p>(
-    policy: &'p PolicyFile,
-    stream: Option<&str>,
-) -> Result<Vec<&'p StreamPolicy>> {
-    match stream {
-        None => Ok(policy.spec.streams.iter().collect()),
-        Some(name) => policy
-            .stream(name)
-            .map(|s| vec![s])
-            .ok_or_else(|| anyhow!("the policy has no stream `{name}`")),
-    }
-}
-
-async fn snapshot_of(ctx: &AwsContext, policy: &StreamPolicy) -> Result<Snapshot> {
-    let observation = ctx.observe(policy).await?;
-    let history = match ctx.history(&policy.name).await {
-        Ok(entries) => entries
-            .into_iter()
-            .map(|e| e.record)
-            .collect::<Vec<OperationRecord>>(),
-        Err(crate::reconcile::ReconcileError::Backend(
-            crate::backend::BackendError::NotFound { .. },
-        )) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Snapshot::new(
-        observation,
-        History {
-            operations: history,
-        },
-    ))
-}
-
-/// The live `shardctl plan`: observe, plan, print. Reads only.
-pub async fn plan(
-    policy_path: PathBuf,
-    stream: Option<String>,
-    state_table: String,
-    output: crate::cli::Output,
-    rows: render::Rows,
-) -> Result<ExitCode> {
-    let (_, policy) = PolicySource::load(policy_path)?;
-    let telemetry = Telemetry::new();
-    let ctx = aws_context(&state_table, &telemetry).await;
-    let mut ok = true;
-    for sp in select_streams(&policy, stream.as_deref())? {
-        let result = async {
-            let snap = snapshot_of(&ctx, sp).await?;
-            let now = ctx.clock.now();
-            Ok::<_, anyhow::Error>(shardctl_policies::plan(
-                sp,
-                &snap.observation,
-                &snap.history,
-                now,
-            )?)
-        }
-        .await;
-        match result {
-            Ok(decision) => match output {
-                crate::cli::Output::Table => print!("{}", render::table(&decision, rows)),
-                crate::cli::Output::Json => println!("{}", render::json(&decision)),
-            },
-            Err(error) => {
-                ok = false;
-                eprintln!("{}: {error:#}", sp.name);
-            }
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// `shardctl observe`: writes the snapshot JSON that `plan --snapshot` reads.
-pub async fn observe(
-    stream: String,
-    policy_path: Option<PathBuf>,
-    state_table: String,
-    output: Option<PathBuf>,
-) -> Result<ExitCode> {
-    let stream_policy = match policy_path {
-        Some(p) => {
-            let (_, policy) = PolicySource::load(p)?;
-            policy
-                .stream(&stream)
-                .cloned()
-                .ok_or_else(|| anyhow!("the policy has no stream `{stream}`"))?
-        }
-        None => StreamPolicy::with_defaults(stream.clone()),
-    };
-    let telemetry = Telemetry::new();
-    let ctx = aws_context(&state_table, &telemetry).await;
-    let snap = snapshot_of(&ctx, &stream_policy).await?;
-    let json = serde_json::to_string_pretty(&snap)? + "\n";
-    match output {
-        Some(path) => std::fs::write(&path, json)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{json}"),
-    }
-    Ok(ExitCode::SUCCESS)
 }

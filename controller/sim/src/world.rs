@@ -8,16 +8,16 @@
 //! fail with `ResourceInUse`); the new shards take traffic when it ends. A simulated consumer group
 //! checkpoints `SHARD_END` on a closed shard a drain lag after it closed.
 
-use super::traffic::{
+use crate::traffic::{
     BUCKETS, Burst, MinuteRates, Offered, Scenario, TrafficModel, bucket_of, bucket_start,
-};
-use crate::backend::{
-    BackendError, Clock, Fence, JournalEntry, Kinesis, LeaderRecord, LeaderToken, LeaseTables,
-    Metrics, ShardMetric, StateStore, StreamDescription, StreamMode,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use shardctl_controller::backend::{
+    BackendError, Clock, Fence, JournalEntry, Kinesis, LeaderRecord, LeaderToken, LeaseTables,
+    Metrics, ShardMetric, StateStore, StreamDescription, StreamMode,
+};
 use shardctl_lease::{Lease, StreamFilter, TableRows};
 use shardctl_policies::duration::add_saturating;
 use shardctl_policies::history::{OperationOutcome, OperationRecord};
@@ -1054,7 +1054,7 @@ impl StateStore for MemoryStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::traffic::scenario;
+    use crate::traffic::scenario;
 
     fn world() -> World {
         let s = scenario("hot-org-surge", 1).expect("scenario");

@@ -197,7 +197,7 @@ impl Kinesis for AwsKinesis {
         Ok(())
     }
 
-    /// Reads the shard from `since` (`AT_TIMESTAMP`) with at most [`MAX_SAMPLE_CALLS`]
+    /// Reads the shard from `since` (`AT_TIMESTAMP`) with at most `MAX_SAMPLE_CALLS`
     /// `GetRecords` calls. The sample is the first `limit` records written after `since`; it
     /// stops early at the tip of the shard or at its end.
     async fn sample_records(

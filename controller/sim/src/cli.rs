@@ -1,16 +1,16 @@
 //! `shardctl simulate`: runs a policy and the baselines on identical simulated traffic and prints
 //! the comparison.
 
-use super::run::{
+use crate::run::{
     OnDemandConfig, Outcome, Prices, SimConfig, Strategy, Summary, UniformConfig, compare,
 };
-use super::svg;
-use super::traffic::{SCENARIOS, Scenario, read_trace, scenario};
-use crate::files::read_policy;
+use crate::svg;
+use crate::traffic::{SCENARIOS, Scenario, read_trace, scenario};
 use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table};
 use serde::Serialize;
+use shardctl_controller::files::read_policy;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +41,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub scenario: Option<String>,
     /// Recorded traffic (CSV of per-minute rates per hash bucket or hash key; see the docs of
-    /// `shardctl::sim::traffic`).
+    /// `shardctl_sim::traffic`).
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Shards at the start for `--trace` (scenarios bring their own).
@@ -201,9 +201,9 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
             );
             for s in summaries {
                 let relief = match s.relief {
-                    super::run::Relief::After(m) => m.to_string(),
-                    super::run::Relief::Never => "never".to_string(),
-                    super::run::Relief::NoSurge => String::new(),
+                    crate::run::Relief::After(m) => m.to_string(),
+                    crate::run::Relief::Never => "never".to_string(),
+                    crate::run::Relief::NoSurge => String::new(),
                 };
                 out += &format!(
                     "{},{},{},{},{:.4},{},{:.4},{},{},{:.1},{},{}\n",

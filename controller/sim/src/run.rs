@@ -7,18 +7,18 @@
 //!   do it (see [`UniformConfig`]), by `UpdateShardCount` with uniform scaling.
 //! - **on-demand**: Kinesis on-demand mode (see [`OnDemandConfig`]).
 
-use super::traffic::{Burst, MinuteRates, Offered, Scenario};
-use super::world::{
+use crate::traffic::{Burst, MinuteRates, Offered, Scenario};
+use crate::world::{
     MIB, MemoryStateStore, OpKind, SHARD_RECORDS, SharedWorld, SimClock, SimKinesis, SimLeases,
     SimMetrics, World, WorldConfig,
 };
-use crate::backend::Backends;
-use crate::daemon::{self, Leadership, Replica};
-use crate::leadership::LeaseSettings;
-use crate::reconcile::{Context, CycleSettings, LiveExecutor};
-use crate::telemetry::Telemetry;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
+use shardctl_controller::backend::Backends;
+use shardctl_controller::daemon::{self, Leadership, Replica};
+use shardctl_controller::leadership::LeaseSettings;
+use shardctl_controller::reconcile::{Context, CycleSettings, LiveExecutor};
+use shardctl_controller::telemetry::Telemetry;
 use shardctl_policies::policy::{ApiVersion, PolicyKind, PolicySpec};
 use shardctl_policies::{HumanDuration, PolicyFile, StreamPolicy};
 use std::sync::Arc;
@@ -387,7 +387,7 @@ pub fn context(world: &SharedWorld) -> SimContext {
     }
 }
 
-/// Runs shardctl's own loop driver ([`crate::daemon::run`], as `shardctl run` does) against the
+/// Runs shardctl's own loop driver ([`shardctl_controller::daemon::run`], as `shardctl run` does) against the
 /// simulated world: the same wake-ups (every evaluation interval and every budget start), the
 /// same leadership and fencing, the live executor. The world's clock moves when the loop sleeps.
 fn run_shardctl(

@@ -1,10 +1,10 @@
 //! The AWS SDK behind the [backend traits](crate::backend): Kinesis, CloudWatch and DynamoDB.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), shardctl::backend::BackendError> {
-//! use shardctl::aws::{AwsBackend, AwsOptions};
-//! use shardctl::backend::Kinesis;
-//! use shardctl::telemetry::Telemetry;
+//! # async fn example() -> Result<(), shardctl_controller::backend::BackendError> {
+//! use shardctl_controller::aws::{AwsBackend, AwsOptions};
+//! use shardctl_controller::backend::Kinesis;
+//! use shardctl_controller::telemetry::Telemetry;
 //!
 //! let aws = AwsBackend::from_env(AwsOptions::default(), Telemetry::new()).await;
 //! let shards = aws.kinesis.list_shards("orders").await?;
@@ -83,6 +83,21 @@ impl Backends for Aws {
     type Leases = DynamoLeaseTables;
     type State = DynamoStateStore;
     type Clock = SystemClock;
+}
+
+/// The control loop's context over real AWS.
+pub type AwsContext = Context<Aws>;
+
+/// The AWS context from the standard SDK configuration (see [`load_sdk_config`]), with
+/// `state_table` as the controller's state table.
+pub async fn context(state_table: &str, telemetry: &Telemetry) -> AwsContext {
+    let options = AwsOptions {
+        state_table: state_table.to_string(),
+        ..AwsOptions::default()
+    };
+    AwsBackend::from_env(options, telemetry.clone())
+        .await
+        .into_context(telemetry.clone())
 }
 
 /// Every AWS adapter, sharing one SDK configuration and one [`Telemetry`].
