@@ -41,7 +41,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub scenario: Option<String>,
     /// Recorded traffic (CSV of per-minute rates per hash bucket or hash key; see the docs of
-    /// `shardctl_sim::traffic`).
+    /// `shardctl_sim::trace`).
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Shards at the start for `--trace` (scenarios bring their own).

@@ -30,9 +30,13 @@
 //!
 //! Everything is deterministic: a seeded generator, virtual time, no hash-map order in results.
 
+pub mod backends;
+pub mod baselines;
 pub mod cli;
 pub mod run;
+pub mod scenarios;
 pub mod svg;
+pub mod trace;
 pub mod traffic;
 pub mod world;
 
