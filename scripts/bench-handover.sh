@@ -18,7 +18,7 @@ cargo build --release --locked -p shardctl --bin shardctl --tests >/dev/null
 
 out="$(mktemp)"
 for i in $(seq "$RUNS"); do
-    cargo test --release --locked -p shardctl --test failover -- --nocapture 2>/dev/null |
+    cargo test --release --locked -p shardctl --test integration -- --nocapture failover:: 2>/dev/null |
         grep -E '^(failover|handover)' >>"$out"
     echo "run $i/$RUNS done" >&2
 done

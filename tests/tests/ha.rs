@@ -24,13 +24,16 @@
 //! directory; every failure message names that directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
+use shardctl_test_support::{
+    Clients, ShardMinute, clients, create_stream, free_port, http_get, is_active, is_open,
+    leader_gauge, list_shards, put_shard_metrics, require_emulators, shardctl_binary, shardctl_run,
+    temp_dir, unique,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,42 +52,6 @@ const EXIT_DEADLINE: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 // ---------------------------------------------------------------------------------------------
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
-/// `SHARDCTL_BIN`, or the `shardctl` binary of this build (next to the test's `deps/` dir).
-fn shardctl_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SHARDCTL_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.exists(),
-            "SHARDCTL_BIN={} does not exist",
-            bin.display()
-        );
-        return bin;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("shardctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo build --release -p shardctl --bin shardctl` first (or set SHARDCTL_BIN)",
-        bin.display()
-    );
-    bin
-}
-
-fn require_emulators() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some(),
-        "start the emulators: scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\""
-    );
-}
 
 /// xorshift64*: a seeded, reproducible choice of faults without a dependency.
 struct Rng(u64);
@@ -114,47 +81,6 @@ impl Rng {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-/// A port nobody listens on right now (the replica binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.1 GET on 127.0.0.1; `None` when nothing answers within `timeout` (a stopped
-/// process accepts the connection in the kernel but never answers).
-fn http_get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    s.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// The `shardctl_leader` gauge from a `/metrics` body.
-fn leader_gauge(metrics: &str) -> Option<bool> {
-    metrics.lines().find_map(|l| {
-        l.strip_prefix("shardctl_leader ")
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v >= 1.0)
-    })
 }
 
 /// Sends `sig` (`TERM`, `STOP`, `CONT`) to one of our own children by pid.
@@ -229,12 +155,8 @@ impl Fleet {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(&self.bin)
-            .args(["--log-format", "json", "run", "--policy"])
-            .arg(&self.policy)
-            .args(["--state-table", &self.table, "--identity", identity])
-            .args(["--leader-lease", &format!("{}s", LEASE.as_secs())])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+        let child = shardctl_run(&self.bin, &self.policy, &self.table, identity, LEASE, port)
+            .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -367,77 +289,28 @@ impl LogTail {
 // AWS: streams, lineage, journal, hot metrics
 // ---------------------------------------------------------------------------------------------
 
+/// The test's SDK clients, with the reads the checks need.
 #[derive(Clone)]
-struct Aws {
-    kinesis: aws_sdk_kinesis::Client,
-    cloudwatch: aws_sdk_cloudwatch::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
-}
+struct Aws(Clients);
 
 impl Aws {
     async fn new() -> Self {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        Aws {
-            kinesis: aws_sdk_kinesis::Client::new(&config),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
-            dynamodb: aws_sdk_dynamodb::Client::new(&config),
-        }
+        Aws(clients().await)
     }
 
     async fn create_stream(&self, name: &str, shards: i32) {
-        self.kinesis
-            .create_stream()
-            .stream_name(name)
-            .shard_count(shards)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("CreateStream {name}: {e:?}"));
-        let start = Instant::now();
-        while self.stream_active(name).await != Some(true) {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "stream {name} not ACTIVE 60 s after CreateStream"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        create_stream(&self.0.kinesis, name, shards).await;
     }
 
-    async fn stream_active(&self, name: &str) -> Option<bool> {
-        let s = self
-            .kinesis
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .ok()?;
-        Some(
-            s.stream_description_summary()?.stream_status()
-                == &aws_sdk_kinesis::types::StreamStatus::Active,
-        )
+    async fn stream_active(&self, name: &str) -> bool {
+        is_active(&self.0.kinesis, name).await
     }
 
     /// Every shard, open and closed, with paging.
     async fn shards(&self, stream: &str) -> Result<Vec<aws_sdk_kinesis::types::Shard>, String> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = self.kinesis.list_shards();
-            let req = match &token {
-                Some(t) => req.next_token(t),
-                None => req.stream_name(stream),
-            };
-            let page = req
-                .send()
-                .await
-                .map_err(|e| format!("ListShards {stream}: {e:?}"))?;
-            out.extend(page.shards().iter().cloned());
-            match page.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(out),
-            }
-        }
+        list_shards(&self.0.kinesis, stream)
+            .await
+            .map_err(|e| format!("ListShards {stream}: {e:?}"))
     }
 
     /// The journal of `stream`, oldest first (sort keys are fixed-width timestamps).
@@ -446,6 +319,7 @@ impl Aws {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
+                .0
                 .dynamodb
                 .query()
                 .table_name(table)
@@ -470,6 +344,7 @@ impl Aws {
     /// The leader item: (owner, fence, expiresAt ms).
     async fn leader_row(&self, table: &str) -> Option<(String, u64, i64)> {
         let out = self
+            .0
             .dynamodb
             .get_item()
             .table_name(table)
@@ -489,51 +364,19 @@ impl Aws {
 
     /// A hot minute (100 % of both per-shard write limits) for each shard and minute.
     async fn publish_hot(&self, stream: &str, data: &[(String, i64)]) -> Result<(), String> {
-        let mut datums = Vec::new();
-        for (shard, minute) in data {
-            for (name, value, unit) in [
-                ("IncomingRecords", 60_000.0, StandardUnit::Count),
-                ("IncomingBytes", 62_914_560.0, StandardUnit::Bytes),
-                (
-                    "WriteProvisionedThroughputExceeded",
-                    0.0,
-                    StandardUnit::Count,
-                ),
-            ] {
-                datums.push(
-                    MetricDatum::builder()
-                        .metric_name(name)
-                        .dimensions(
-                            Dimension::builder()
-                                .name("StreamName")
-                                .value(stream)
-                                .build(),
-                        )
-                        .dimensions(Dimension::builder().name("ShardId").value(shard).build())
-                        .timestamp(aws_smithy_types::DateTime::from_secs(minute * 60))
-                        .value(value)
-                        .unit(unit)
-                        .build(),
-                );
-            }
-        }
-        for chunk in datums.chunks(500) {
-            self.cloudwatch
-                .put_metric_data()
-                .namespace("AWS/Kinesis")
-                .set_metric_data(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| format!("PutMetricData: {e:?}"))?;
-        }
-        Ok(())
+        let minutes: Vec<ShardMinute> = data
+            .iter()
+            .map(|(shard, minute)| ShardMinute {
+                shard: shard.clone(),
+                minute: *minute,
+                records: 60_000.0,
+                bytes: 62_914_560.0,
+            })
+            .collect();
+        put_shard_metrics(&self.0.cloudwatch, stream, &minutes)
+            .await
+            .map_err(|e| format!("PutMetricData: {e:?}"))
     }
-}
-
-fn is_open(s: &aws_sdk_kinesis::types::Shard) -> bool {
-    s.sequence_number_range()
-        .and_then(|r| r.ending_sequence_number())
-        .is_none()
 }
 
 /// kinesis-local (kinesis-mock) writes a shard's creation time, in whole seconds, into its
@@ -708,7 +551,7 @@ impl Pressure {
                     }
                     if self.rotate
                         && open.len() >= self.max_shards
-                        && self.aws.stream_active(&stream).await == Some(true)
+                        && self.aws.stream_active(&stream).await
                     {
                         let next = unique("ha");
                         self.aws.create_stream(&next, 2).await;
@@ -1528,8 +1371,7 @@ async fn leaders_under_random_kills_pauses_and_terms_never_reshard_at_once() {
     let aws = Aws::new().await;
     let table = unique("ha-state");
     let first = unique("ha");
-    let dir = std::env::temp_dir().join(unique("ha-faults"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("ha-faults");
     println!(
         "[ha] seed {seed} (SHARDCTL_HA_SEED), {rounds} rounds (SHARDCTL_HA_ROUNDS), logs in {}",
         dir.display()
@@ -1823,8 +1665,7 @@ async fn rolling_update_keeps_one_actor_and_ready_pods() {
     let aws = Aws::new().await;
     let table = unique("ha-roll-state");
     let stream = unique("ha-roll");
-    let dir = std::env::temp_dir().join(unique("ha-rollout"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("ha-rollout");
     println!("[rollout] logs in {}", dir.display());
     aws.create_stream(&stream, 2).await;
     let policy = dir.join("policy.yaml");

@@ -16,36 +16,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
+use shardctl_test_support::{
+    Clients, ShardMinute, clients, create_stream, eventually_every, is_open, list_shards,
+    put_shard_metrics, shardctl_binary, shardctl_run, temp_dir, unique, unix_minute, wait_active,
+    write_policy,
+};
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+/// How often the test polls.
+const POLL: Duration = Duration::from_millis(500);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The `shardctl` binary of this build.
-fn shardctl_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("shardctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the whole workspace's tests (`scripts/test.sh`)",
-        bin.display()
-    );
-    bin
 }
 
 fn python() -> PathBuf {
@@ -92,9 +75,10 @@ async fn start_fleet(stream: &str, app: &str, out: &Path, dir: &Path) -> [KclWor
         kcl_worker(stream, app, "kcl-1", out, &dir.join("kcl-1.log")),
         kcl_worker(stream, app, "kcl-2", out, &dir.join("kcl-2.log")),
     ];
-    wait_for(
+    eventually_every(
         "the KCL fleet to take a lease",
         Duration::from_secs(120),
+        POLL,
         async || {
             fleet_lines(out)
                 .iter()
@@ -115,60 +99,12 @@ fn fleet_lines(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Creates a one-shard stream and waits until it is `ACTIVE`.
-async fn create_active_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    kinesis
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_active(kinesis, stream).await;
-}
-
-/// Waits until the stream is `ACTIVE` (after creation or a reshard).
-async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    wait_for("stream ACTIVE", Duration::from_secs(30), async || {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .ok()?;
-        (d.stream_description_summary()?.stream_status().as_str() == "ACTIVE").then_some(())
-    })
-    .await;
-}
-
 async fn open_shards(
     k: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Vec<aws_sdk_kinesis::types::Shard> {
-    let out = k.list_shards().stream_name(stream).send().await.unwrap();
-    out.shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none()
-        })
-        .cloned()
-        .collect()
+    let shards = list_shards(k, stream).await.unwrap();
+    shards.into_iter().filter(is_open).collect()
 }
 
 /// Publishes a hot shard's metrics (92 % of the record limit) over the last `minutes` minutes.
@@ -177,8 +113,8 @@ async fn publish_hot(cw: &aws_sdk_cloudwatch::Client, stream: &str, shard: &str,
 }
 
 /// Publishes `records` IncomingRecords (and 100 bytes each) per minute for `shard` over the last
-/// `minutes` minutes (the emulators publish no shard-level metrics; only the test harness writes
-/// `AWS/Kinesis`).
+/// `minutes` minutes and the current one (the emulators publish no shard-level metrics; only the
+/// test harness writes `AWS/Kinesis`).
 async fn publish(
     cw: &aws_sdk_cloudwatch::Client,
     stream: &str,
@@ -186,41 +122,16 @@ async fn publish(
     minutes: i64,
     records: f64,
 ) {
-    let now = chrono::Utc::now().timestamp().div_euclid(60);
-    let mut data = Vec::new();
-    for m in now - minutes..=now {
-        for (name, value, unit) in [
-            ("IncomingRecords", records, StandardUnit::Count),
-            ("IncomingBytes", records * 100.0, StandardUnit::Bytes),
-            (
-                "WriteProvisionedThroughputExceeded",
-                0.0,
-                StandardUnit::Count,
-            ),
-        ] {
-            data.push(
-                MetricDatum::builder()
-                    .metric_name(name)
-                    .dimensions(
-                        Dimension::builder()
-                            .name("StreamName")
-                            .value(stream)
-                            .build(),
-                    )
-                    .dimensions(Dimension::builder().name("ShardId").value(shard).build())
-                    .timestamp(aws_smithy_types::DateTime::from_secs(m * 60))
-                    .value(value)
-                    .unit(unit)
-                    .build(),
-            );
-        }
-    }
-    cw.put_metric_data()
-        .namespace("AWS/Kinesis")
-        .set_metric_data(Some(data))
-        .send()
-        .await
-        .unwrap();
+    let now = unix_minute(chrono::Utc::now());
+    let data: Vec<ShardMinute> = (now - minutes..=now)
+        .map(|minute| ShardMinute {
+            shard: shard.to_string(),
+            minute,
+            records,
+            bytes: records * 100.0,
+        })
+        .collect();
+    put_shard_metrics(cw, stream, &data).await.unwrap();
 }
 
 async fn produce(k: &aws_sdk_kinesis::Client, stream: &str, round: u64, keys: usize) {
@@ -264,16 +175,16 @@ fn per_key_rounds(lines: &[serde_json::Value]) -> BTreeMap<String, Vec<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kcl_fleet_s_lease_cleanup_does_not_freeze_resharding() {
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let Clients {
+        kinesis,
+        cloudwatch,
+        dynamodb,
+    } = clients().await;
     let stream = unique("kclfleet");
     let app = unique("kclapp");
     let state = unique("state");
-    let dir = std::env::temp_dir().join(unique("kcl-fleet"));
-    std::fs::create_dir_all(&dir).unwrap();
-    create_active_stream(&kinesis, &stream).await;
+    let dir = temp_dir("kcl-fleet");
+    create_stream(&kinesis, &stream, 1).await;
 
     // A real KCL fleet of two workers, started before the first reshard (kcl-rs cannot initialise
     // on a stream with closed shards against kinesis-local).
@@ -290,10 +201,9 @@ async fn a_kcl_fleet_s_lease_cleanup_does_not_freeze_resharding() {
     let parent = open_shards(&kinesis, &stream).await.remove(0);
     let parent_id = parent.shard_id().to_string();
     publish_hot(&cloudwatch, &stream, &parent_id, 4).await;
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
+    let policy = write_policy(
+        &dir,
+        &format!(
             "apiVersion: shardctl.io/v1alpha1
 kind: ScalingPolicy
 spec:
@@ -311,8 +221,7 @@ spec:
           leaseTable: {app}
 "
         ),
-    )
-    .unwrap();
+    );
     let run = Command::new(shardctl_binary())
         .args(["run", "--once", "--policy"])
         .arg(&policy)
@@ -324,7 +233,7 @@ spec:
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let children = wait_for("the split", Duration::from_secs(60), async || {
+    let children = eventually_every("the split", Duration::from_secs(60), POLL, async || {
         let open = open_shards(&kinesis, &stream).await;
         (open.len() == 2).then_some(open)
     })
@@ -337,9 +246,10 @@ spec:
     // KCL reads the parent to its end, the children after it, and its lease cleanup deletes
     // the parent's lease once both children progressed.
     let started = Instant::now();
-    wait_for(
+    eventually_every(
         "kcl-rs's lease cleanup to delete the finished parent",
         Duration::from_secs(600),
+        POLL,
         async || {
             let row = dynamodb
                 .get_item()
@@ -439,14 +349,13 @@ fn terminate(worker: &mut KclWorker) {
 /// before a checkpoint replayed, per-key order kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let Clients {
+        kinesis, dynamodb, ..
+    } = clients().await;
     let stream = unique("migrate");
     let app = unique("migrate-app");
-    let dir = std::env::temp_dir().join(unique("kcl-migrate"));
-    std::fs::create_dir_all(&dir).unwrap();
-    create_active_stream(&kinesis, &stream).await;
+    let dir = temp_dir("kcl-migrate");
+    create_stream(&kinesis, &stream, 1).await;
     const KEYS: usize = 6;
     let kcl_rounds = |out: &Path| -> usize {
         per_key_rounds(&fleet_lines(out))
@@ -462,9 +371,10 @@ async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
     for round in 0..5 {
         produce(&kinesis, &stream, round, KEYS).await;
     }
-    wait_for(
+    eventually_every(
         "KCL to process rounds 0..5",
         Duration::from_secs(180),
+        POLL,
         async || {
             (per_key_rounds(&fleet_lines(&out1)).len() == KEYS && kcl_rounds(&out1) >= 5)
                 .then_some(())
@@ -518,9 +428,10 @@ async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
     for round in 10..15 {
         produce(&kinesis, &stream, round, KEYS).await;
     }
-    wait_for(
+    eventually_every(
         "shardctl-consumer to process rounds 5..15",
         Duration::from_secs(120),
+        POLL,
         async || {
             let n = ours.0.lock().unwrap().len();
             (n >= 10 * KEYS).then_some(())
@@ -535,9 +446,10 @@ async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
     for round in 15..20 {
         produce(&kinesis, &stream, round, KEYS).await;
     }
-    wait_for(
+    eventually_every(
         "KCL to process rounds 15..20 again",
         Duration::from_secs(240),
+        POLL,
         async || {
             (per_key_rounds(&fleet_lines(&out2)).len() == KEYS && kcl_rounds(&out2) >= 5)
                 .then_some(())
@@ -572,15 +484,16 @@ async fn kcl_and_shardctl_consumer_take_over_from_each_other_on_one_table() {
 /// reads the KCL fleet's table, and nothing is lost or reordered per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shardctl_run_splits_and_merges_under_a_kcl_fleet_without_losing_order() {
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
+    let Clients {
+        kinesis,
+        cloudwatch,
+        ..
+    } = clients().await;
     let stream = unique("kclrun");
     let app = unique("kclrun-app");
     let state = unique("state");
-    let dir = std::env::temp_dir().join(unique("kcl-run"));
-    std::fs::create_dir_all(&dir).unwrap();
-    create_active_stream(&kinesis, &stream).await;
+    let dir = temp_dir("kcl-run");
+    create_stream(&kinesis, &stream, 1).await;
     let out = dir.join("fleet.jsonl");
     let _fleet = start_fleet(&stream, &app, &out, &dir).await;
 
@@ -600,10 +513,9 @@ async fn shardctl_run_splits_and_merges_under_a_kcl_fleet_without_losing_order()
         })
     };
 
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
+    let policy = write_policy(
+        &dir,
+        &format!(
             "apiVersion: shardctl.io/v1alpha1
 kind: ScalingPolicy
 spec:
@@ -625,28 +537,23 @@ spec:
           leaseTable: {app}
 "
         ),
-    )
-    .unwrap();
+    );
     let daemons: Vec<KclWorker> = ["a", "b"]
         .iter()
         .map(|id| {
             KclWorker(
-                Command::new(shardctl_binary())
-                    .args(["run", "--policy"])
-                    .arg(&policy)
-                    .args([
-                        "--state-table",
-                        &state,
-                        "--identity",
-                        id,
-                        "--leader-lease",
-                        "3s",
-                    ])
-                    .args(["--listen", "127.0.0.1:0"])
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("shardctl-{id}.log"))).unwrap())
-                    .spawn()
-                    .unwrap(),
+                shardctl_run(
+                    &shardctl_binary(),
+                    &policy,
+                    &state,
+                    id,
+                    Duration::from_secs(3),
+                    0,
+                )
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("shardctl-{id}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
             )
         })
         .collect();
@@ -663,9 +570,10 @@ spec:
     // Hot: split.
     let parent = open_shards(&kinesis, &stream).await.remove(0);
     publish_hot(&cloudwatch, &stream, parent.shard_id(), 4).await;
-    let children = wait_for(
+    let children = eventually_every(
         "shardctl run to split the hot shard",
         Duration::from_secs(90),
+        POLL,
         async || {
             let open = open_shards(&kinesis, &stream).await;
             (open.len() == 2).then_some(open)
@@ -676,9 +584,10 @@ spec:
     for c in &children {
         publish(&cloudwatch, &stream, c.shard_id(), 4, 10.0).await;
     }
-    let merged = wait_for(
+    let merged = eventually_every(
         "shardctl run to merge the cold children",
         Duration::from_secs(120),
+        POLL,
         async || {
             let open = open_shards(&kinesis, &stream).await;
             (open.len() == 1 && open[0].adjacent_parent_shard_id().is_some()).then_some(open)
@@ -691,9 +600,10 @@ spec:
     let rounds = producer.await.unwrap();
     drop(daemons);
 
-    wait_for(
+    eventually_every(
         "KCL to process every record",
         Duration::from_secs(180),
+        POLL,
         async || {
             let got = per_key_rounds(&fleet_lines(&out));
             (got.len() == KEYS && got.values().all(|r| r.len() as u64 >= rounds)).then_some(())

@@ -10,14 +10,18 @@
 //! the producer wrote (no emulator publishes them), per minute, as CloudWatch would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{Timelike, Utc};
 use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
 use shardctl_consumer::producer::{Event, Producer, event_payload};
 use shardctl_consumer::{Worker, WorkerConfig};
 use shardctl_policies::key_sample::hash_key_of;
+use shardctl_test_support::{
+    Clients, ShardMinute, create_stream, eventually_every, is_open, list_shards, put_shard_metrics,
+    require_emulators, sdk_config, shardctl_binary, shardctl_run, temp_dir, unique, unix_minute,
+    write_policy,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,25 +30,8 @@ use std::time::{Duration, Instant};
 const ORGS: usize = 20;
 const SURGE_PER_SECOND: usize = 60;
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
-/// The `shardctl` binary of this build (cargo builds it for the controller's own tests).
-fn shardctl_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("shardctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the whole workspace's tests (`scripts/test.sh`) or `cargo build -p shardctl` first",
-        bin.display()
-    );
-    bin
-}
+/// How often the test polls.
+const POLL: Duration = Duration::from_millis(250);
 
 /// What the consumer fleet processed, in order.
 #[derive(Default)]
@@ -92,29 +79,15 @@ impl ShardProcessor for OrgProcessor {
     }
 }
 
-struct Aws {
-    kinesis: aws_sdk_kinesis::Client,
-    cloudwatch: aws_sdk_cloudwatch::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
-}
-
 /// Open shards as (id, start, end), refreshed by a task.
 type ShardRanges = Arc<Mutex<Vec<(String, u128, u128)>>>;
 
 async fn open_ranges(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, u128, u128)> {
-    let out = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    list_shards(kinesis, stream)
         .await
-        .unwrap();
-    out.shards()
+        .unwrap()
         .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none()
-        })
+        .filter(|s| is_open(s))
         .map(|s| {
             let r = s.hash_key_range().unwrap();
             (
@@ -126,33 +99,22 @@ async fn open_ranges(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(St
         .collect()
 }
 
-async fn all_shards(aws: &Aws, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
-    aws.kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap()
-        .shards()
-        .to_vec()
+async fn all_shards(aws: &Clients, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
+    list_shards(&aws.kinesis, stream).await.unwrap()
 }
 
 /// Per-minute, per-shard (records, bytes) of what the producer wrote.
 type Traffic = Arc<Mutex<BTreeMap<(i64, String), (f64, f64)>>>;
 
-fn minute_of(t: DateTime<Utc>) -> i64 {
-    t.timestamp().div_euclid(60)
-}
-
 async fn publish_minute(
-    aws: &Aws,
+    aws: &Clients,
     stream: &str,
     minute: i64,
     traffic: &Traffic,
     ranges: &ShardRanges,
 ) {
     let open: Vec<String> = ranges.lock().unwrap().iter().map(|r| r.0.clone()).collect();
-    let counts: Vec<(String, f64, f64)> = {
+    let data: Vec<ShardMinute> = {
         let t = traffic.lock().unwrap();
         let mut ids: BTreeSet<String> = open.into_iter().collect();
         ids.extend(
@@ -161,71 +123,27 @@ async fn publish_minute(
                 .map(|(_, s)| s.clone()),
         );
         ids.into_iter()
-            .map(|id| {
-                let (r, b) = t.get(&(minute, id.clone())).copied().unwrap_or((0.0, 0.0));
-                (id, r, b)
+            .map(|shard| {
+                let (records, bytes) = t
+                    .get(&(minute, shard.clone()))
+                    .copied()
+                    .unwrap_or((0.0, 0.0));
+                ShardMinute {
+                    shard,
+                    minute,
+                    records,
+                    bytes,
+                }
             })
             .collect()
     };
-    let ts = aws_smithy_types::DateTime::from_secs(minute * 60);
-    let mut data = Vec::new();
-    for (shard, records, bytes) in counts {
-        for (name, value, unit) in [
-            ("IncomingRecords", records, StandardUnit::Count),
-            ("IncomingBytes", bytes, StandardUnit::Bytes),
-            (
-                "WriteProvisionedThroughputExceeded",
-                0.0,
-                StandardUnit::Count,
-            ),
-        ] {
-            data.push(
-                MetricDatum::builder()
-                    .metric_name(name)
-                    .dimensions(
-                        Dimension::builder()
-                            .name("StreamName")
-                            .value(stream)
-                            .build(),
-                    )
-                    .dimensions(Dimension::builder().name("ShardId").value(&shard).build())
-                    .timestamp(ts)
-                    .value(value)
-                    .unit(unit)
-                    .build(),
-            );
-        }
-    }
-    for chunk in data.chunks(500) {
-        aws.cloudwatch
-            .put_metric_data()
-            .namespace("AWS/Kinesis")
-            .set_metric_data(Some(chunk.to_vec()))
-            .send()
-            .await
-            .unwrap();
-    }
+    put_shard_metrics(&aws.cloudwatch, stream, &data)
+        .await
+        .unwrap();
 }
 
-fn controller(
-    bin: &PathBuf,
-    policy: &PathBuf,
-    table: &str,
-    identity: &str,
-    log: &PathBuf,
-) -> Child {
-    Command::new(bin)
-        .args(["run", "--policy"])
-        .arg(policy)
-        .args([
-            "--state-table",
-            table,
-            "--identity",
-            identity,
-            "--leader-lease",
-            "3s",
-        ])
-        .args(["--listen", "127.0.0.1:0"])
+fn controller(bin: &Path, policy: &Path, table: &str, identity: &str, log: &Path) -> Child {
+    shardctl_run(bin, policy, table, identity, Duration::from_secs(3), 0)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -234,7 +152,7 @@ fn controller(
 }
 
 async fn start_fleet(
-    aws: &Aws,
+    aws: &Clients,
     stream: &str,
     leases: &str,
     processed: &Arc<Processed>,
@@ -261,67 +179,23 @@ async fn start_fleet(
     fleet
 }
 
-async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_surging_organisation_is_split_out_while_every_organisation_stays_in_order() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some(),
-        "start the emulators: scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\""
-    );
+    require_emulators();
     let bin = shardctl_binary();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    let aws = Aws {
-        kinesis: aws_sdk_kinesis::Client::new(&config),
-        cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
-        dynamodb: aws_sdk_dynamodb::Client::new(&config),
-    };
+    let config = sdk_config().await;
+    let aws = Clients::new(&config);
     let stream = unique("orgs");
     let leases = unique("billing");
     let state = unique("state");
-    aws.kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(2)
-        .send()
-        .await
-        .unwrap();
-    wait_for("stream ACTIVE", Duration::from_secs(30), async || {
-        let s = aws
-            .kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .ok()?;
-        (s.stream_description_summary()?.stream_status()
-            == &aws_sdk_kinesis::types::StreamStatus::Active)
-            .then_some(())
-    })
-    .await;
+    create_stream(&aws.kinesis, &stream, 2).await;
 
     // The policy: records are the hot metric here (3 % of 1,000/s); the surging organisation
     // writes 6 %, everyone else together 2 % spread over the shards.
-    let dir = std::env::temp_dir().join(unique("whole-system"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
+    let dir = temp_dir("whole-system");
+    let policy = write_policy(
+        &dir,
+        &format!(
             "apiVersion: shardctl.io/v1alpha1
 kind: ScalingPolicy
 spec:
@@ -343,8 +217,7 @@ spec:
           leaseTable: {leases}
 "
         ),
-    )
-    .unwrap();
+    );
 
     let processed = Arc::new(Processed::default());
     let mut fleet = start_fleet(&aws, &stream, &leases, &processed, 0).await;
@@ -417,7 +290,7 @@ spec:
                         .map(|r| r.0.clone());
                     if let Some(shard) = shard {
                         let mut t = traffic.lock().unwrap();
-                        let e = t.entry((minute_of(now), shard)).or_default();
+                        let e = t.entry((unix_minute(now), shard)).or_default();
                         e.0 += 1.0;
                         e.1 += (k.len() + payload.len() + 16) as f64;
                     }
@@ -441,14 +314,10 @@ spec:
         );
         let cfg = config.clone();
         tokio::spawn(async move {
-            let aws = Aws {
-                kinesis: aws_sdk_kinesis::Client::new(&cfg),
-                cloudwatch: aws_sdk_cloudwatch::Client::new(&cfg),
-                dynamodb: aws_sdk_dynamodb::Client::new(&cfg),
-            };
-            let mut last = minute_of(Utc::now());
+            let aws = Clients::new(&cfg);
+            let mut last = unix_minute(Utc::now());
             while !stop.load(Ordering::Relaxed) {
-                let current = minute_of(Utc::now());
+                let current = unix_minute(Utc::now());
                 if current > last {
                     // The minute that just ended, one second after it ended.
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -486,26 +355,37 @@ spec:
     };
 
     // First split: the hot shard has no ancestors, so nothing holds it.
-    let first_split = wait_for("the first split", Duration::from_secs(180), async || {
-        let shards = all_shards(&aws, &stream).await;
-        shards
-            .iter()
-            .any(|s| s.parent_shard_id() == Some(hot_parent.as_str()))
-            .then(Instant::now)
-    })
+    let first_split = eventually_every(
+        "the first split",
+        Duration::from_secs(180),
+        POLL,
+        async || {
+            let shards = all_shards(&aws, &stream).await;
+            shards
+                .iter()
+                .any(|s| s.parent_shard_id() == Some(hot_parent.as_str()))
+                .then(Instant::now)
+        },
+    )
     .await;
     let surge_to_split = first_split - surge_at;
-    let acme_child = wait_for("acme's child shard", Duration::from_secs(10), async || {
-        let h = hash_key_of("acme");
-        let r = open_ranges(&aws.kinesis, &stream).await;
-        r.iter().find(|r| r.1 <= h && h <= r.2).map(|r| r.0.clone())
-    })
+    let acme_child = eventually_every(
+        "acme's child shard",
+        Duration::from_secs(10),
+        POLL,
+        async || {
+            let h = hash_key_of("acme");
+            let r = open_ranges(&aws.kinesis, &stream).await;
+            r.iter().find(|r| r.1 <= h && h <= r.2).map(|r| r.0.clone())
+        },
+    )
     .await;
 
     // The child is hot too, but billing has not read the parent to its end: the gate holds.
-    let held = wait_for(
+    let held = eventually_every(
         "the drain gate to hold the child",
         Duration::from_secs(150),
+        POLL,
         async || {
             let out = Command::new(&bin)
                 .args(["plan", "--policy"])
@@ -542,21 +422,29 @@ spec:
     leader.kill().unwrap();
     leader.wait().unwrap();
     let killed_at = Instant::now();
-    let failover = wait_for("the standby to lead", Duration::from_secs(20), async || {
-        leader_log(standby_log).then(|| killed_at.elapsed())
-    })
+    let failover = eventually_every(
+        "the standby to lead",
+        Duration::from_secs(20),
+        POLL,
+        async || leader_log(standby_log).then(|| killed_at.elapsed()),
+    )
     .await;
 
     // The consumers come back, drain the parent, and the standby splits the child.
     let resumed_at = Instant::now();
     let fleet = start_fleet(&aws, &stream, &leases, &processed, 1).await;
-    let second_split = wait_for("the second split", Duration::from_secs(120), async || {
-        let shards = all_shards(&aws, &stream).await;
-        shards
-            .iter()
-            .any(|s| s.parent_shard_id() == Some(acme_child.as_str()))
-            .then(Instant::now)
-    })
+    let second_split = eventually_every(
+        "the second split",
+        Duration::from_secs(120),
+        POLL,
+        async || {
+            let shards = all_shards(&aws, &stream).await;
+            shards
+                .iter()
+                .any(|s| s.parent_shard_id() == Some(acme_child.as_str()))
+                .then(Instant::now)
+        },
+    )
     .await;
     let grandchildren: Vec<String> = all_shards(&aws, &stream)
         .await
@@ -564,9 +452,10 @@ spec:
         .filter(|s| s.parent_shard_id() == Some(acme_child.as_str()))
         .map(|s| s.shard_id().to_string())
         .collect();
-    let child_processing = wait_for(
+    let child_processing = eventually_every(
         "records from the new children",
         Duration::from_secs(60),
+        POLL,
         async || {
             let first = processed.first_record.lock().unwrap();
             grandchildren
@@ -584,9 +473,10 @@ spec:
     publisher.await.unwrap();
     refresher.await.unwrap();
     let expected: BTreeSet<(String, u64)> = produced.lock().unwrap().iter().cloned().collect();
-    wait_for(
+    eventually_every(
         "every event to be processed",
         Duration::from_secs(90),
+        POLL,
         async || {
             let seen: BTreeSet<(String, u64)> = processed
                 .log

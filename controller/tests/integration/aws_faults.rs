@@ -10,13 +10,14 @@ use tokio::time::Instant;
 /// Adapter tests act without a leadership task: a fence open for an hour.
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
+use crate::support::calls;
 use aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
 use chrono::{TimeZone, Utc};
 use shardctl_controller::aws::{AwsBackend, AwsOptions, RetryPolicy};
 use shardctl_controller::backend::{
     BackendError, Fence, Kinesis, LeaderToken, LeaseTables, Metrics, StateStore,
 };
-use shardctl_controller::telemetry::{CallLabels, Telemetry};
+use shardctl_controller::telemetry::Telemetry;
 use shardctl_policies::{OperationKind, OperationOutcome, OperationRecord};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -141,13 +142,6 @@ fn backend(fake: &FakeAws, max_attempts: u32) -> (AwsBackend, Telemetry) {
         AwsBackend::from_config(&config, options, telemetry.clone()),
         telemetry,
     )
-}
-
-fn calls(telemetry: &Telemetry, api: &'static str, outcome: &'static str) -> u64 {
-    telemetry
-        .aws_calls
-        .get_or_create(&CallLabels { api, outcome })
-        .get()
 }
 
 const LIMIT_EXCEEDED: Reply = Reply(

@@ -2,57 +2,24 @@
 //! takes over when the leader is killed. Prints the measured takeover time.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use crate::support::*;
+use shardctl_test_support::{free_port, http_get, leader_gauge, shardctl_run};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path` on 127.0.0.1:port; `None` while nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, out))
+    http_get(port, path, Duration::from_secs(2))
 }
 
 fn is_leader(port: u16) -> Option<bool> {
-    let (_, body) = get(port, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with("shardctl_leader "))
-        .map(|l| l.trim_end().ends_with(" 1"))
+    leader_gauge(&get(port, "/metrics")?.1)
 }
 
-fn spawn(policy: &std::path::Path, table: &str, identity: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_shardctl"))
-        .args(["run", "--policy"])
-        .arg(policy)
-        .args([
-            "--state-table",
-            table,
-            "--identity",
-            identity,
-            "--leader-lease",
-            "3s",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+fn spawn(policy: &Path, table: &str, identity: &str, port: u16) -> Child {
+    let bin = Path::new(env!("CARGO_BIN_EXE_shardctl"));
+    shardctl_run(bin, policy, table, identity, Duration::from_secs(3), port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -72,18 +39,15 @@ fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Du
 async fn the_standby_takes_over_when_the_leader_is_killed() {
     let c = clients().await;
     let stream = unique("failover");
-    create_stream(&c, &stream, 2).await;
+    create_stream(&c.kinesis, &stream, 2).await;
     let table = unique("state");
-    let dir = std::env::temp_dir().join(unique("failover"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
+    let dir = temp_dir("failover");
+    let policy = write_policy(
+        &dir,
+        &format!(
             "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  evaluationInterval: 10s\n  streams:\n    - name: {stream}\n"
         ),
-    )
-    .unwrap();
+    );
 
     let (pa, pb) = (free_port(), free_port());
     let mut a = spawn(&policy, &table, "replica-a", pa);

@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod aws_support;
-
-use aws_support::{backend, calls, eventually, open_fence, sdk_config, unique};
+use crate::support::{POLL_DEADLINE, backend, calls, eventually, open_fence, sdk_config, unique};
 use shardctl_controller::aws::{AwsOptions, RetryPolicy};
 use shardctl_controller::backend::{BackendError, Kinesis, ShardMetric, StreamMode};
 use shardctl_policies::{Shard, ShardMap, ShardState, StreamStatus};
@@ -31,7 +29,7 @@ async fn create_stream(
 }
 
 async fn wait_active(kinesis: &impl Kinesis, stream: &str) {
-    eventually(&format!("{stream} to be ACTIVE"), || async {
+    eventually(&format!("{stream} to be ACTIVE"), POLL_DEADLINE, || async {
         match kinesis.describe_stream(stream).await {
             Ok(d) if d.status == StreamStatus::Active => Some(()),
             Ok(_) | Err(BackendError::NotFound { .. }) => None,

@@ -5,44 +5,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod aws_support;
-
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
-use aws_support::{backend, calls, sdk_config, unique};
+use crate::support::{backend, calls, create_hash_table, sdk_config, unique};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use shardctl_controller::aws::{AwsOptions, DynamoStateStore};
 use shardctl_controller::backend::{BackendError, LeaseTables, StateStore};
 use shardctl_lease::StreamFilter;
 use shardctl_policies::{Checkpoint, OperationKind, OperationOutcome, OperationRecord};
 use std::time::Duration;
-
-/// Creates a table keyed by the string attribute `hash_key` only, as KCL does.
-async fn create_hash_table(client: &aws_sdk_dynamodb::Client, name: &str, hash_key: &str) {
-    client
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(hash_key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(hash_key)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-}
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())

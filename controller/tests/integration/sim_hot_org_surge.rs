@@ -27,7 +27,7 @@ use shardctl_sim::traffic::scenario;
 
 fn run() -> Vec<Summary> {
     let file = shardctl_policies::load_policy(
-        include_str!("../../policies/examples/telecom-org-events.yaml"),
+        include_str!("../../../policies/examples/telecom-org-events.yaml"),
         "telecom-org-events.yaml",
     )
     .expect("the example policy is valid");

@@ -8,10 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod aws_support;
-
+use crate::support::{backend, calls, sdk_config, unique};
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
-use aws_support::{backend, calls, sdk_config, unique};
 use chrono::{DateTime, DurationRound, Utc};
 use shardctl_controller::aws::AwsOptions;
 use shardctl_controller::backend::Metrics;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 fn config(name: &str, minutes: u64, seed: u64) -> SimConfig {
     let file = shardctl_policies::load_policy(
-        include_str!("../../policies/examples/telecom-org-events.yaml"),
+        include_str!("../../../policies/examples/telecom-org-events.yaml"),
         "telecom-org-events.yaml",
     )
     .expect("the example policy is valid");

@@ -2,11 +2,9 @@
 //! `observe` print what they would do and change nothing.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
+use crate::support::*;
 use shardctl_controller::backend::Kinesis;
 use std::process::Command;
-use support::*;
 
 fn shardctl(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shardctl"))
@@ -24,21 +22,18 @@ fn shardctl(args: &[&str]) -> (i32, String, String) {
 async fn live_plan_dry_run_and_observe_change_nothing() {
     let c = clients().await;
     let stream = unique("clilive");
-    create_stream(&c, &stream, 2).await;
+    create_stream(&c.kinesis, &stream, 2).await;
     let table = unique("state");
     let (svc, _) = services(&table).await;
     let before = svc.kinesis.list_shards(&stream).await.unwrap();
     put_utilization(&c, &stream, &before[1].shard_id, 96.0, 20.0, 12, &[]).await;
-    let dir = std::env::temp_dir().join(unique("clilive"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
+    let dir = temp_dir("clilive");
+    let policy = write_policy(
+        &dir,
+        &format!(
             "apiVersion: shardctl.io/v1alpha1\nkind: ScalingPolicy\nspec:\n  streams:\n    - name: {stream}\n      metricsDelay: 1m\n      split:\n        stabilizationWindow: 3m\n"
         ),
-    )
-    .unwrap();
+    );
     let p = policy.to_str().unwrap();
 
     let (code, out, err) = shardctl(&["plan", "--policy", p, "--state-table", &table]);

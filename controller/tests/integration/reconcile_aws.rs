@@ -2,8 +2,7 @@
 //! CloudWatch), with shard-level metrics injected through `PutMetricData`.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
+use crate::support::*;
 use shardctl_controller::aws::{Aws, AwsKinesis};
 use shardctl_controller::backend::{
     BackendError, Backends, Fence, Kinesis, ShardMetric, StateStore, StreamDescription,
@@ -16,7 +15,6 @@ use shardctl_policies::plan::PlannedOperation;
 use shardctl_policies::policy::ConsumerGroup;
 use shardctl_policies::{HashKey, HumanDuration, Shard, ShardMap, StreamPolicy};
 use std::time::Duration;
-use support::*;
 
 fn test_policy(stream: &str) -> StreamPolicy {
     let mut p = StreamPolicy::with_defaults(stream);
@@ -40,7 +38,7 @@ fn settings() -> CycleSettings {
 async fn a_sustained_hot_shard_is_split_recorded_and_its_cooldown_survives_a_restart() {
     let c = clients().await;
     let stream = unique("hot");
-    create_stream(&c, &stream, 3).await;
+    create_stream(&c.kinesis, &stream, 3).await;
     let table = unique("state");
     let (svc, _) = services(&table).await;
     let shards = open_shards(&svc, &stream).await;
@@ -73,7 +71,7 @@ async fn a_sustained_hot_shard_is_split_recorded_and_its_cooldown_survives_a_res
     );
 
     // The stream is ACTIVE again and the key space is still covered, by 4 open shards.
-    wait_active(&c, &stream).await;
+    wait_active(&c.kinesis, &stream).await;
     let all = svc.kinesis.list_shards(&stream).await.unwrap();
     let map = ShardMap::new(&all).unwrap();
     assert_eq!(map.open_count(), 4);
@@ -114,7 +112,7 @@ async fn a_sustained_hot_shard_is_split_recorded_and_its_cooldown_survives_a_res
 async fn a_cold_pair_is_merged_but_a_pair_with_a_missing_minute_is_not() {
     let c = clients().await;
     let stream = unique("cold");
-    create_stream(&c, &stream, 4).await;
+    create_stream(&c.kinesis, &stream, 4).await;
     let (svc, _) = services(&unique("state")).await;
     let shards = open_shards(&svc, &stream).await;
     put_utilization(&c, &stream, &shards[0].shard_id, 5.0, 5.0, 10, &[]).await;
@@ -158,7 +156,7 @@ async fn a_cold_pair_is_merged_but_a_pair_with_a_missing_minute_is_not() {
         )),
         "{held:?}"
     );
-    wait_active(&c, &stream).await;
+    wait_active(&c.kinesis, &stream).await;
     assert_eq!(open_shards(&svc, &stream).await.len(), 3);
 }
 
@@ -166,7 +164,7 @@ async fn a_cold_pair_is_merged_but_a_pair_with_a_missing_minute_is_not() {
 async fn dry_run_prints_the_operation_and_changes_nothing() {
     let c = clients().await;
     let stream = unique("dry");
-    create_stream(&c, &stream, 2).await;
+    create_stream(&c.kinesis, &stream, 2).await;
     let table = unique("state");
     let (svc, telemetry) = services(&table).await;
     let before = svc.kinesis.list_shards(&stream).await.unwrap();
@@ -251,7 +249,7 @@ impl Backends for Dying {
 async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
     let c = clients().await;
     let stream = unique("crash");
-    create_stream(&c, &stream, 2).await;
+    create_stream(&c.kinesis, &stream, 2).await;
     let table = unique("state");
     let (svc, _) = services(&table).await;
     let shards = open_shards(&svc, &stream).await;
@@ -280,7 +278,7 @@ async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
     // Another replica takes over (the crashed one's lease lapsed). Until it has led for a lease
     // plus one reshard attempt, the crashed leader's last call could still land: the entry stays
     // in flight and holds the stream.
-    wait_active(&c, &stream).await;
+    wait_active(&c.kinesis, &stream).await;
     let (restarted, telemetry) = services(&table).await;
     let later = chrono::Utc::now() + chrono::TimeDelta::seconds(60);
     let mut successor = restarted
@@ -321,7 +319,7 @@ async fn a_crash_between_the_call_and_its_record_never_repeats_the_operation() {
 async fn the_drain_gate_holds_children_until_the_parent_is_drained() {
     let c = clients().await;
     let stream = unique("gate");
-    create_stream(&c, &stream, 1).await;
+    create_stream(&c.kinesis, &stream, 1).await;
     let (svc, _) = services(&unique("state")).await;
     let parent = open_shards(&svc, &stream).await.remove(0);
     let key = parent.hash_key_range.midpoint_split_key().unwrap();
@@ -329,7 +327,7 @@ async fn the_drain_gate_holds_children_until_the_parent_is_drained() {
         .split_shard(&stream, &parent.shard_id, key, &open_fence())
         .await
         .unwrap();
-    wait_active(&c, &stream).await;
+    wait_active(&c.kinesis, &stream).await;
     let children = open_shards(&svc, &stream).await;
     put_utilization(&c, &stream, &children[0].shard_id, 96.0, 10.0, 10, &[]).await;
     put_utilization(&c, &stream, &children[1].shard_id, 50.0, 10.0, 10, &[]).await;
@@ -396,7 +394,7 @@ async fn the_drain_gate_holds_children_until_the_parent_is_drained() {
 async fn a_deposed_leader_cannot_act() {
     let c = clients().await;
     let stream = unique("fence");
-    create_stream(&c, &stream, 2).await;
+    create_stream(&c.kinesis, &stream, 2).await;
     let table = unique("state");
     let (svc, _) = services(&table).await;
     let shards = open_shards(&svc, &stream).await;
@@ -444,7 +442,7 @@ async fn a_hot_shard_is_split_where_its_sampled_traffic_halves() {
     use shardctl_policies::plan::SplitPointUsed;
     let c = clients().await;
     let stream = unique("weighted");
-    create_stream(&c, &stream, 1).await;
+    create_stream(&c.kinesis, &stream, 1).await;
     let (svc, _) = services(&unique("state")).await;
     let shard = open_shards(&svc, &stream).await.remove(0);
     // One organisation writes 60 % of the records, 400 others the rest.
@@ -549,14 +547,14 @@ async fn split_stream_with_gate(
     StreamPolicy,
 ) {
     let stream = unique("kcl");
-    create_stream(c, &stream, 1).await;
+    create_stream(&c.kinesis, &stream, 1).await;
     let parent = open_shards(svc, &stream).await.remove(0);
     let key = parent.hash_key_range.midpoint_split_key().unwrap();
     svc.kinesis
         .split_shard(&stream, &parent.shard_id, key, &open_fence())
         .await
         .unwrap();
-    wait_active(c, &stream).await;
+    wait_active(&c.kinesis, &stream).await;
     let children = open_shards(svc, &stream).await;
     put_utilization(c, &stream, &children[0].shard_id, 96.0, 10.0, 10, &[]).await;
     put_utilization(c, &stream, &children[1].shard_id, 50.0, 10.0, 10, &[]).await;

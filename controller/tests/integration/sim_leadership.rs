@@ -12,7 +12,8 @@
 //! in flight; `maxShards` holds.
 //!
 //! `SHARDCTL_SIM_HA_ROUNDS` sets the rounds (default 8,640 rounds of 10 s, a simulated day),
-//! `SHARDCTL_SIM_HA_SEED` the seed; `scripts/soak-ha.sh` runs more.
+//! `SHARDCTL_SIM_HA_SEED` the seed: `SHARDCTL_SIM_HA_ROUNDS=100000 cargo test --release -p shardctl
+//! --test integration sim_leadership::` runs more.
 
 use chrono::{DateTime, Utc};
 use shardctl_controller::backend::{
@@ -444,7 +445,7 @@ async fn replicas_under_pauses_kills_and_terms_never_reshard_under_a_stale_fence
     let mut rng = Rng(seed | 1);
 
     let mut file = shardctl_policies::load_policy(
-        include_str!("../../policies/examples/telecom-org-events.yaml"),
+        include_str!("../../../policies/examples/telecom-org-events.yaml"),
         "telecom-org-events.yaml",
     )
     .expect("the example policy is valid");
