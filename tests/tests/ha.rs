@@ -22,6 +22,10 @@
 //! The binary is `target/<profile>/shardctl` next to this test's directory, or `SHARDCTL_BIN`.
 //! Each replica logs JSON (`--log-format json`) to its own file under the test's temporary
 //! directory; every failure message names that directory.
+//!
+//! Longer than other files by choice: one harness (processes, pressure, monitor, log reader) and
+//! one analysis that cross-checks all of its evidence; the sections below follow that order, and
+//! the shared emulator helpers live in `shardctl-test-support`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_dynamodb::types::AttributeValue;
