@@ -2,6 +2,7 @@
 //! scaling (amazon-kinesis-scaling-utils, the AWS samples) and Kinesis on-demand mode. Static
 //! provisioning needs no code: the world simply runs.
 
+use crate::prices::Costs;
 use crate::run::{Progress, SimConfig, Strategy, Summary, percent, relief};
 use crate::traffic::{Burst, MinuteRates, Offered};
 use crate::world::{MIB, SHARD_RECORDS, World};
@@ -67,6 +68,8 @@ pub struct OnDemandConfig {
     pub min_mib_per_second: f64,
     /// Minimum write capacity in records/s (4,000).
     pub min_records_per_second: f64,
+    /// How many times each record is read (consumer applications), for on-demand reads (1).
+    pub reads_per_record: f64,
 }
 
 impl Default for OnDemandConfig {
@@ -75,6 +78,7 @@ impl Default for OnDemandConfig {
             ramp_minutes: 15,
             min_mib_per_second: 4.0,
             min_records_per_second: 4000.0,
+            reads_per_record: 1.0,
         }
     }
 }
@@ -195,7 +199,7 @@ pub(crate) fn run_on_demand(cfg: &SimConfig, progress: Progress<'_>) -> Summary 
                 mab += a as f64 * sz;
                 let billed = (sz / 1024.0).ceil().max(1.0) * 1024.0;
                 gb_in += a as f64 * billed / 1e9;
-                gb_out += a as f64 * sz / 1e9 * p.reads_per_record;
+                gb_out += a as f64 * sz / 1e9 * o.reads_per_record;
             }
             mar += accepted as f64;
             mo += offered_s;
@@ -211,6 +215,12 @@ pub(crate) fn run_on_demand(cfg: &SimConfig, progress: Progress<'_>) -> Summary 
         }
     }
     let hours = cfg.minutes as f64 / 60.0;
+    let costs = Costs {
+        on_demand_stream_hours: hours * p.on_demand_stream_hour,
+        on_demand_data_in: gb_in * p.on_demand_gb_in,
+        on_demand_data_out: gb_out * p.on_demand_gb_out,
+        ..Costs::default()
+    };
     Summary {
         strategy: Strategy::OnDemand,
         offered_records: offered_t,
@@ -218,9 +228,8 @@ pub(crate) fn run_on_demand(cfg: &SimConfig, progress: Progress<'_>) -> Summary 
         throttled_records: throttled_t,
         throttled_percent: percent(throttled_t, offered_t),
         shard_hours: None,
-        cost_usd: hours * p.on_demand_stream_hour
-            + gb_in * p.on_demand_gb_in
-            + gb_out * p.on_demand_gb_out,
+        cost_usd: costs.total(),
+        costs,
         operations: 0,
         relief: relief(&per_minute, cfg.scenario.surge),
         peak_utilisation_percent: peak_util,

@@ -59,6 +59,10 @@ pub struct SimulateArgs {
     /// Write an SVG of per-shard load over time with the operations marked.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// A price list to charge instead of the shipped one (same format as
+    /// `controller/sim/prices.yaml`: every price with what it is per, its source and date).
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
     /// Strategies to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub strategies: Vec<Strategy>,
@@ -141,7 +145,10 @@ pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig> {
     Ok(SimConfig {
         uniform: UniformConfig::for_policy(&policy),
         on_demand: OnDemandConfig::default(),
-        prices: Prices::default(),
+        prices: match &args.prices {
+            Some(path) => Prices::load(path)?,
+            None => Prices::default(),
+        },
         evaluation_interval: file.spec.evaluation_interval.0,
         minutes,
         seed: args.seed,
@@ -197,7 +204,7 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
         }
         SimOutput::Csv => {
             let mut out = String::from(
-                "strategy,offered_records,accepted_records,throttled_records,throttled_percent,shard_hours,cost_usd,operations,relief_minutes,peak_utilisation_percent,final_shards,max_shards\n",
+                "strategy,offered_records,accepted_records,throttled_records,throttled_percent,shard_hours,cost_usd,operations,relief_minutes,peak_utilisation_percent,final_shards,max_shards,shard_hours_usd,put_payload_units_usd,shard_level_metrics_usd,get_metric_data_usd,on_demand_stream_hours_usd,on_demand_data_in_usd,on_demand_data_out_usd\n",
             );
             for s in summaries {
                 let relief = match s.relief {
@@ -205,8 +212,9 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
                     crate::run::Relief::Never => "never".to_string(),
                     crate::run::Relief::NoSurge => String::new(),
                 };
+                let c = &s.costs;
                 out += &format!(
-                    "{},{},{},{},{:.4},{},{:.4},{},{},{:.1},{},{}\n",
+                    "{},{},{},{},{:.4},{},{:.4},{},{},{:.1},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}\n",
                     s.strategy.name(),
                     s.offered_records,
                     s.accepted_records,
@@ -219,6 +227,13 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
                     s.peak_utilisation_percent,
                     s.final_shards.map_or(String::new(), |n| n.to_string()),
                     s.max_shards.map_or(String::new(), |n| n.to_string()),
+                    c.shard_hours,
+                    c.put_payload_units,
+                    c.shard_level_metrics,
+                    c.get_metric_data,
+                    c.on_demand_stream_hours,
+                    c.on_demand_data_in,
+                    c.on_demand_data_out,
                 );
             }
             out
@@ -232,6 +247,7 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
                 "THROTTLED %",
                 "SHARD-HOURS",
                 "COST $",
+                "OF WHICH METRICS $",
                 "OPS",
                 "RELIEF",
                 "PEAK UTIL",
@@ -246,6 +262,11 @@ pub fn render(cfg: &SimConfig, outcomes: &[Outcome], output: SimOutput) -> Resul
                     Cell::new(s.shard_hours.map_or("-".to_string(), |h| format!("{h:.1}")))
                         .set_alignment(CellAlignment::Right),
                     Cell::new(format!("{:.2}", s.cost_usd)).set_alignment(CellAlignment::Right),
+                    Cell::new(format!(
+                        "{:.2}",
+                        s.costs.shard_level_metrics + s.costs.get_metric_data
+                    ))
+                    .set_alignment(CellAlignment::Right),
                     Cell::new(s.operations).set_alignment(CellAlignment::Right),
                     Cell::new(s.relief.to_string()).set_alignment(CellAlignment::Right),
                     Cell::new(format!("{:.0}%", s.peak_utilisation_percent))

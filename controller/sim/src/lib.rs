@@ -33,6 +33,7 @@
 pub mod backends;
 pub mod baselines;
 pub mod cli;
+pub mod prices;
 pub mod run;
 pub mod scenarios;
 pub mod svg;

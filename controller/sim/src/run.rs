@@ -8,6 +8,7 @@
 //! - **on-demand**: Kinesis on-demand mode (see [`OnDemandConfig`]).
 
 pub use crate::baselines::{OnDemandConfig, UniformConfig};
+pub use crate::prices::{Costs, Prices};
 
 use crate::baselines::{run_on_demand, run_uniform};
 use crate::traffic::Scenario;
@@ -27,41 +28,6 @@ use shardctl_policies::{HumanDuration, PolicyFile, StreamPolicy};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Published prices, in USD. One place; override for other regions or new price lists.
-///
-/// Defaults: Amazon Kinesis Data Streams, US East (N. Virginia), from
-/// <https://aws.amazon.com/kinesis/data-streams/pricing/> (standard retention of 24 h, no
-/// enhanced fan-out).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Prices {
-    /// Provisioned mode: per shard-hour (0.015).
-    pub shard_hour: f64,
-    /// Provisioned mode: per million PUT payload units of 25 KB (0.014).
-    pub put_payload_units_per_million: f64,
-    /// On-demand mode: per stream-hour (0.04).
-    pub on_demand_stream_hour: f64,
-    /// On-demand mode: per GB written, each record rounded up to 1 KB (0.08).
-    pub on_demand_gb_in: f64,
-    /// On-demand mode: per GB read (0.04).
-    pub on_demand_gb_out: f64,
-    /// How many times each record is read (consumer applications), for on-demand reads (1).
-    pub reads_per_record: f64,
-}
-
-impl Default for Prices {
-    fn default() -> Self {
-        Prices {
-            shard_hour: 0.015,
-            put_payload_units_per_million: 0.014,
-            on_demand_stream_hour: 0.04,
-            on_demand_gb_in: 0.08,
-            on_demand_gb_out: 0.04,
-            reads_per_record: 1.0,
-        }
-    }
-}
 
 /// What is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -156,8 +122,10 @@ pub struct Summary {
     pub throttled_percent: f64,
     /// Shard-hours (provisioned strategies).
     pub shard_hours: Option<f64>,
-    /// Cost in USD at the given prices.
+    /// Cost in USD at the given prices: the sum of `costs`.
     pub cost_usd: f64,
+    /// The cost line by line.
+    pub costs: Costs,
     /// Resharding API calls (`SplitShard`, `MergeShards`, `UpdateShardCount`).
     pub operations: usize,
     /// Time from the surge to relief.
@@ -198,6 +166,14 @@ pub(crate) fn relief(per_minute: &[(u64, u64)], surge: Option<(u64, u64)>) -> Re
 fn world_summary(strategy: Strategy, w: &World, cfg: &SimConfig) -> Summary {
     let t = w.totals;
     let shard_hours = t.shard_seconds as f64 / 3600.0;
+    let mut costs = Costs::provisioned(&cfg.prices, shard_hours, t.payload_units);
+    if strategy == Strategy::Shardctl {
+        costs = costs.with_shardctl_reads(
+            &cfg.prices,
+            shard_hours,
+            cfg.evaluation_interval.as_secs_f64(),
+        );
+    }
     let per_minute: Vec<(u64, u64)> = w
         .stream_minutes
         .iter()
@@ -216,8 +192,8 @@ fn world_summary(strategy: Strategy, w: &World, cfg: &SimConfig) -> Summary {
         throttled_records: t.throttled_records,
         throttled_percent: percent(t.throttled_records, t.offered_records),
         shard_hours: Some(shard_hours),
-        cost_usd: shard_hours * cfg.prices.shard_hour
-            + t.payload_units / 1e6 * cfg.prices.put_payload_units_per_million,
+        cost_usd: costs.total(),
+        costs,
         operations: w.ops.len(),
         relief: relief(&per_minute, cfg.scenario.surge),
         peak_utilisation_percent: peak * 100.0,

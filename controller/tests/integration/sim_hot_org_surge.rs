@@ -8,7 +8,7 @@
 //!
 //! | strategy  | throttled           | shard-hours | cost   | relief  |
 //! |-----------|---------------------|-------------|--------|---------|
-//! | shardctl  |    36,773 (0.014 %) | 416.1       | $10.05 | 9 min   |
+//! | shardctl  |    36,773 (0.014 %) | 416.1       | $11.31 | 9 min   |
 //! | uniform   | 1,770,694 (0.651 %) | 310.4       |  $8.44 | never   |
 //! | static    | 1,691,272 (0.622 %) | 384.0       |  $9.55 | never   |
 //! | on-demand |        21 (0.000 %) | -           | $66.60 | 0 min   |
@@ -18,7 +18,8 @@
 //! shards at night (stream utilisation below 25 %), while the example policy merges a pair only
 //! when the two together stay at or below 30 % of one shard for 30 minutes (night pairs run at
 //! about 33 %), its `billing-export` budget holds 16 shards from 01:45 to 03:45, and its
-//! business-hours budget forbids merges from 07:00 to 18:00.
+//! business-hours budget forbids merges from 07:00 to 18:00. shardctl's cost includes its own
+//! reads ($1.26 of shard-level metrics and `GetMetricData` at a 1-minute interval).
 
 use shardctl_sim::run::{
     OnDemandConfig, Prices, SimConfig, Strategy, Summary, UniformConfig, compare,
