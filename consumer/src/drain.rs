@@ -1,17 +1,22 @@
 //! Parent-before-child: the one "drained" rule of [`shardctl_lease`] (shared with shardctl's
-//! drain gate), applied to the rows a worker scanned.
+//! drain gate), applied to the rows a worker scanned, and the rows a worker creates when a shard
+//! ends.
 //!
-//! A parent is drained when its lease is at `SHARD_END`, when it has no row and the stream no
-//! longer lists it, or when it has no row and a descendant's lease is past its start (KCL's own
-//! precondition before its lease cleanup deletes a finished lease). A missing row with no such
-//! evidence is unknown, and unknown is not drained (KCL counts any missing row as drained).
+//! A parent is drained when its lease is at `SHARD_END`; when it has no row and a descendant's
+//! lease is past its start (KCL's own precondition before its lease cleanup deletes a finished
+//! lease); or when it has no row and the listing shows a child of it but not the parent (it left
+//! retention). A worker's listing can be a shard-sync interval old, so a parent missing from it
+//! is no evidence by itself: unknown, and unknown is not drained (KCL counts any missing row as
+//! drained). When a child's parent is unknown and the listing predates the child, the worker
+//! asks for a shard sync at once.
 
 use std::collections::{BTreeSet, HashMap};
 
 pub use shardctl_lease::{DrainState, Lineage};
 use shardctl_lease::{DrainView, LeaseRows, RowState};
 
-use crate::lease::Lease;
+use crate::lease::{Checkpoint, Lease};
+use crate::reader::ChildShardInfo;
 use crate::shards::ShardInfo;
 
 /// The lineage of the shards `ListShards` returned.
@@ -79,10 +84,143 @@ pub(crate) fn parent_states(
         .collect()
 }
 
+/// Whether a shard's processing may start: every parent drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every parent is drained (or the shard has none).
+    Ready,
+    /// Not yet: the shard has no row, no shard list was read yet, a parent's row cannot be read,
+    /// or a parent is in progress.
+    Waiting,
+    /// Parents without a lease row and without evidence that they were drained.
+    Unknown {
+        /// Those parents.
+        parents: Vec<String>,
+        /// Whether the listing the rule used lists the shard itself; when it does not, the
+        /// listing predates the shard and a fresh one may settle the question.
+        shard_listed: bool,
+    },
+}
+
+/// Whether `shard_id` may start, from scanned rows and the stream's lineage, by the drain rule of
+/// [`shardctl_lease::DrainView`]. Unknown (no row for the shard yet, unreadable parent rows, no
+/// listing yet) is not ready.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use shardctl_consumer::drain::{readiness, Lineage, Readiness};
+/// use shardctl_consumer::{Checkpoint, Lease};
+/// let lineage = Lineage::new([("p", vec![]), ("c", vec!["p"])]);
+/// let leases = [
+///     Lease::new("p", Checkpoint::ShardEnd),
+///     Lease::new("c", Checkpoint::TrimHorizon).with_parents(["p"]),
+/// ];
+/// assert_eq!(readiness("c", &leases, &BTreeSet::new(), Some(&lineage)), Readiness::Ready);
+/// ```
+pub fn readiness(
+    shard_id: &str,
+    leases: &[Lease],
+    unreadable: &BTreeSet<String>,
+    lineage: Option<&Lineage>,
+) -> Readiness {
+    let Some(lease) = leases.iter().find(|l| l.lease_key == shard_id) else {
+        return Readiness::Waiting;
+    };
+    if lease.parent_shard_ids.is_empty() {
+        return Readiness::Ready;
+    }
+    if lease
+        .parent_shard_ids
+        .iter()
+        .any(|p| unreadable.contains(p))
+    {
+        return Readiness::Waiting;
+    }
+    let Some(lineage) = lineage else {
+        return Readiness::Waiting;
+    };
+    let rows = ScannedRows::new(leases, unreadable);
+    let states = parent_states(lease, &rows, lineage);
+    if states.iter().all(|(_, s)| s.is_drained()) {
+        return Readiness::Ready;
+    }
+    let parents: Vec<String> = states
+        .into_iter()
+        .filter(|(_, s)| *s == DrainState::Unknown)
+        .map(|(p, _)| p)
+        .collect();
+    if parents.is_empty() {
+        Readiness::Waiting
+    } else {
+        Readiness::Unknown {
+            parents,
+            shard_listed: lineage.is_listed(shard_id),
+        }
+    }
+}
+
+/// What a worker does about the children of a shard it read to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChildRows {
+    /// Rows to create now.
+    pub create: Vec<Lease>,
+    /// Children left to shard sync.
+    pub deferred: Vec<String>,
+}
+
+/// The lease rows to create for the children of `ended` (from `ChildShards`), given which
+/// shards have a row. Rows are created in lineage order: a merge child whose other parent has no
+/// row yet (that parent's own parent is still being read, and nobody created its row) is left to
+/// shard sync, which creates the other parent's row first. Creating the child first would let
+/// "a descendant has a row" pass for evidence about the other parent.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use shardctl_consumer::drain::child_rows;
+/// use shardctl_consumer::reader::ChildShardInfo;
+/// let child = ChildShardInfo {
+///     shard_id: "c".into(),
+///     parents: BTreeSet::from(["p".to_string()]),
+///     hash_range: None,
+/// };
+/// let merged = ChildShardInfo {
+///     shard_id: "m".into(),
+///     parents: BTreeSet::from(["p".to_string(), "q".to_string()]),
+///     hash_range: None,
+/// };
+/// // q has no row yet: m is left to shard sync.
+/// let rows = child_rows("p", &[child, merged], |s| s == "p");
+/// assert_eq!(rows.create.len(), 1);
+/// assert_eq!(rows.deferred, ["m"]);
+/// ```
+pub fn child_rows(
+    ended: &str,
+    children: &[ChildShardInfo],
+    has_row: impl Fn(&str) -> bool,
+) -> ChildRows {
+    let mut out = ChildRows::default();
+    for child in children {
+        if child.parents.iter().any(|p| p != ended && !has_row(p)) {
+            out.deferred.push(child.shard_id.clone());
+            continue;
+        }
+        let mut lease = Lease::new(child.shard_id.clone(), Checkpoint::TrimHorizon)
+            .with_parents(child.parents.iter().cloned());
+        if let Some((start, end)) = &child.hash_range {
+            lease.starting_hash_key = Some(start.clone());
+            lease.ending_hash_key = Some(end.clone());
+        }
+        out.create.push(lease);
+    }
+    out
+}
+
+#[cfg(test)]
+mod model;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::Checkpoint;
 
     fn shard(id: &str, parents: &[&str]) -> ShardInfo {
         ShardInfo {

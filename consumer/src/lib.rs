@@ -54,9 +54,10 @@
 //! * [`lease`]: the lease row (KCL single-stream schema) and [`Checkpoint`].
 //! * [`ownership`]: the lease rules as a pure state machine (expiry, take, steal, balance,
 //!   tenure). No I/O, `now` is passed in; property-tested.
-//! * [`drain`]: parent-before-child as a pure function, reusable by the controller's drain gate.
+//! * [`drain`]: parent-before-child and the rows created at a shard's end, as pure functions over
+//!   the drain rule the controller's gate shares ([`shardctl_lease`]).
 //! * [`store`]: the lease table in DynamoDB; every take, steal, renew, checkpoint and release is a
-//!   conditional write.
+//!   conditional write, and every call is bounded in time.
 //! * [`shards`]: `ListShards` and the pure shard-sync plan (which lease rows must exist).
 //! * [`reader`]: `GetRecords` within the per-shard limits (5 calls/s, 2 MiB/s), back-off.
 //! * [`worker`]: the loops that tie it together.
@@ -68,15 +69,33 @@
 //! # Guarantees and their limits
 //!
 //! * At least once: nothing is skipped. A record is processed again only when its shard's lease
-//!   moves without a handoff (a worker died or was cut off) and the record came after the last
-//!   checkpoint; [`dedup`] removes those replays.
-//! * Per-shard order, and per-key order across splits and merges: a child starts after every
-//!   parent's lease is at `SHARD_END`. A parent without a lease row counts as drained only when the
-//!   stream no longer lists it (KCL treats any missing row as drained).
+//!   moves without a handoff (a worker died, stalled or was cut off) and the record came after
+//!   the last checkpoint; [`dedup`] removes those replays. Shard sync creates a lease for every
+//!   shard unless the drain rule has evidence that it was read (see below), so no shard is left
+//!   out.
+//! * Per-shard order, and per-key order across splits and merges, also while the fleet lags
+//!   behind the stream: a child starts after every parent is drained, and "drained" needs
+//!   evidence that cannot be stale: the parent's lease at `SHARD_END`, or its row deleted under
+//!   KCL's cleanup precondition (a descendant's lease past its start), or a listing that shows a
+//!   child of it but not the parent itself (it left retention). A parent missing from a listing
+//!   that may be older than it is unknown, not drained. Child rows are created in lineage
+//!   order. (KCL treats any missing row as drained, KCL issue #150.)
 //! * One processor per shard at a time: two workers never both believe they hold a lease (see
-//!   [`ownership`]); a steal lets the previous owner checkpoint before the new one starts.
+//!   [`ownership`]); take and steal are one conditional write on the row as scanned (counter,
+//!   owner, handoff marker), so a stale plan cannot land; a steal lets the previous owner
+//!   checkpoint before the new one starts. A batch is dispatched only after the tenure was
+//!   checked right before it, and every lease-table call is bounded, so neither a worker paused
+//!   past its lease nor a hung call makes it process alongside the next owner. The limit: a
+//!   `process_records` call that is still running when the tenure ends (a stalled process, a
+//!   call longer than the failover time) overlaps the next owner; checkpoints in it fail with
+//!   `LeaseLost` from that moment.
+//! * Checkpoints never go backwards nor past the last record delivered, and the last checkpoint
+//!   of a handoff is conditional on the lease counter.
 //! * A dead worker's shards move after the failover time (default 10 s) plus at most two lease
-//!   scans (an eighth of it each).
+//!   scans (an eighth of it each). One hung lease-table call costs one renewal attempt of one
+//!   lease, not the leases.
+//! * Not provided yet (separate work): de-aggregation of KPL records, enhanced fan-out
+//!   (`SubscribeToShard`), metrics.
 
 pub mod dedup;
 pub mod drain;

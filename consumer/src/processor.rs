@@ -16,9 +16,10 @@
 //!      what was processed, then the worker releases the lease so the next owner starts exactly
 //!      there.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -77,6 +78,38 @@ pub enum CheckpointError {
         /// Shard id.
         lease_key: String,
     },
+    /// The sequence number is before the lease's current checkpoint (KCL refuses it too).
+    #[error("checkpoint {requested} on {lease_key} is before its current checkpoint {current}")]
+    Backwards {
+        /// Shard id.
+        lease_key: String,
+        /// The sequence number asked for.
+        requested: String,
+        /// The checkpoint the lease has.
+        current: String,
+    },
+    /// The sequence number is past the last record handed to the processor (KCL refuses it too):
+    /// a checkpoint there would skip records nobody processed.
+    #[error(
+        "checkpoint {requested} on {lease_key} is past the last record delivered ({})",
+        delivered.as_deref().unwrap_or("none yet")
+    )]
+    BeyondDelivered {
+        /// Shard id.
+        lease_key: String,
+        /// The sequence number asked for.
+        requested: String,
+        /// The last record delivered, if any.
+        delivered: Option<String>,
+    },
+    /// The value is not a Kinesis sequence number (1 to 128 decimal digits).
+    #[error("`{value}` is not a sequence number (checkpoint on {lease_key})")]
+    InvalidSequenceNumber {
+        /// Shard id.
+        lease_key: String,
+        /// The value, shortened.
+        value: String,
+    },
     /// The store failed; the checkpoint may or may not be written. Retrying is safe.
     #[error(transparent)]
     Store(#[from] LeaseStoreError),
@@ -93,6 +126,9 @@ impl CheckpointError {
         match self {
             Self::LeaseLost { .. } => "lease_lost",
             Self::ShardNotEnded { .. } => "shard_not_ended",
+            Self::Backwards { .. } => "checkpoint_backwards",
+            Self::BeyondDelivered { .. } => "checkpoint_beyond_delivered",
+            Self::InvalidSequenceNumber { .. } => "invalid_sequence_number",
             Self::Store(e) => e.label(),
         }
     }
@@ -127,6 +163,14 @@ pub(crate) type SharedLease = Arc<Mutex<LeaseCell>>;
 /// checkpointer.checkpoint_at(&batch.records[0]).await?;
 /// # Ok(()) }
 /// ```
+///
+/// Only the worker records what was delivered, so an application cannot make it checkpoint
+/// records it never received:
+///
+/// ```compile_fail
+/// let mut c = shardctl_consumer::processor::Checkpointer::unleased("shardId-000000000000");
+/// c.set_batch_end("42");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
     /// `None` for an [unleased](Checkpointer::unleased) checkpointer.
@@ -135,8 +179,8 @@ pub struct Checkpointer {
     pub(crate) worker_id: String,
     pub(crate) failover: std::time::Duration,
     pub(crate) cell: SharedLease,
-    /// Last record handed to the processor (batch end).
-    pub(crate) last_delivered: Option<String>,
+    /// Last record handed to the processor (batch end), shared by clones.
+    pub(crate) last_delivered: Arc<StdMutex<Option<String>>>,
     /// Set when the shard ended: child shard ids to record with `SHARD_END`.
     pub(crate) ended_children: Option<BTreeSet<String>>,
 }
@@ -150,10 +194,17 @@ impl Checkpointer {
     /// # Ok(()) }
     /// ```
     pub async fn checkpoint(&self) -> Result<(), CheckpointError> {
-        match &self.last_delivered {
-            Some(seq) => self.checkpoint_sequence(seq).await,
+        match self.delivered() {
+            Some(seq) => self.checkpoint_sequence(&seq).await,
             None => Ok(()),
         }
+    }
+
+    fn delivered(&self) -> Option<String> {
+        self.last_delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Checkpoints after `record`: processing resumes with the record that follows it.
@@ -167,7 +218,9 @@ impl Checkpointer {
         self.checkpoint_sequence(&record.sequence_number).await
     }
 
-    /// Checkpoints after the record with `sequence_number`.
+    /// Checkpoints after the record with `sequence_number`. It must be a sequence number, not
+    /// before the current checkpoint ([`CheckpointError::Backwards`]) and not past the last
+    /// record delivered ([`CheckpointError::BeyondDelivered`]), as KCL requires.
     ///
     /// ```no_run
     /// # async fn demo(c: shardctl_consumer::processor::Checkpointer) -> Result<(), shardctl_consumer::processor::CheckpointError> {
@@ -175,14 +228,30 @@ impl Checkpointer {
     /// # Ok(()) }
     /// ```
     pub async fn checkpoint_sequence(&self, sequence_number: &str) -> Result<(), CheckpointError> {
-        self.write(
-            Checkpoint::Sequence {
-                sequence_number: sequence_number.to_owned(),
-                sub_sequence_number: 0,
-            },
-            &BTreeSet::new(),
-        )
-        .await
+        if self.store.is_none() {
+            return Err(self.lost());
+        }
+        let requested = match Checkpoint::parse(sequence_number, 0) {
+            Ok(c @ Checkpoint::Sequence { .. }) => c,
+            Ok(_) | Err(_) => {
+                return Err(CheckpointError::InvalidSequenceNumber {
+                    lease_key: self.lease_key.clone(),
+                    value: sequence_number.chars().take(40).collect(),
+                });
+            }
+        };
+        let delivered = self.delivered();
+        if !delivered
+            .as_deref()
+            .is_some_and(|d| compare_sequence_numbers(sequence_number, d).is_le())
+        {
+            return Err(CheckpointError::BeyondDelivered {
+                lease_key: self.lease_key.clone(),
+                requested: sequence_number.to_owned(),
+                delivered,
+            });
+        }
+        self.write(requested, &BTreeSet::new()).await
     }
 
     /// Marks the shard as fully processed (`SHARD_END`, with its child shard ids). Only valid in
@@ -231,20 +300,19 @@ impl Checkpointer {
                 awaiting_handoff: false,
                 checkpoint: Checkpoint::TrimHorizon,
             })),
-            last_delivered: None,
+            last_delivered: Arc::default(),
             ended_children: None,
         }
     }
 
     /// Records that `sequence_number` was the last record handed to the processor; what
-    /// [`Checkpointer::checkpoint`] writes. The worker calls it before each batch.
-    ///
-    /// ```
-    /// let mut c = shardctl_consumer::processor::Checkpointer::unleased("s");
-    /// c.set_batch_end("42");
-    /// ```
-    pub fn set_batch_end(&mut self, sequence_number: impl Into<String>) {
-        self.last_delivered = Some(sequence_number.into());
+    /// [`Checkpointer::checkpoint`] writes and the furthest a checkpoint may go. Only the worker
+    /// calls it, before each batch.
+    pub(crate) fn set_batch_end(&mut self, sequence_number: impl Into<String>) {
+        *self
+            .last_delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sequence_number.into());
     }
 
     /// The shard this checkpointer writes to.
@@ -269,21 +337,47 @@ impl Checkpointer {
         if cell.lost || !cell.tenure.is_valid(sent) {
             return Err(self.lost());
         }
-        if cell.handoff {
-            return self
-                .handoff_write(store, &mut cell, checkpoint, children)
-                .await;
-        }
-        match store
-            .checkpoint(
-                &self.lease_key,
-                cell.tenure.counter,
-                &self.worker_id,
-                &checkpoint,
-                children,
-            )
-            .await
+        if let Checkpoint::Sequence {
+            sequence_number, ..
+        } = &checkpoint
         {
+            let backwards = match &cell.checkpoint {
+                Checkpoint::Sequence {
+                    sequence_number: current,
+                    ..
+                } => compare_sequence_numbers(sequence_number, current).is_lt(),
+                Checkpoint::ShardEnd => true,
+                Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => false,
+            };
+            if backwards {
+                return Err(CheckpointError::Backwards {
+                    lease_key: self.lease_key.clone(),
+                    requested: sequence_number.clone(),
+                    current: cell.checkpoint.to_string(),
+                });
+            }
+        }
+        // A checkpoint never waits past the tenure: after it, the lease may be someone else's.
+        let until = tokio::time::Instant::from_std(cell.tenure.valid_until());
+        if cell.handoff {
+            let write = self.handoff_write(store, &mut cell, checkpoint, children);
+            return match tokio::time::timeout_at(until, write).await {
+                Ok(result) => result,
+                Err(_) => Err(self.lost()),
+            };
+        }
+        let write = store.checkpoint(
+            &self.lease_key,
+            cell.tenure.counter,
+            &self.worker_id,
+            &checkpoint,
+            children,
+        );
+        let Ok(result) = tokio::time::timeout_at(until, write).await else {
+            cell.lost = true;
+            return Err(self.lost());
+        };
+        match result {
             Ok(counter) => {
                 cell.tenure.renewed(counter, sent, self.failover);
                 cell.checkpoint = checkpoint;
@@ -316,7 +410,13 @@ impl Checkpointer {
         children: &BTreeSet<String>,
     ) -> Result<(), CheckpointError> {
         match store
-            .handoff_checkpoint(&self.lease_key, &self.worker_id, &checkpoint, children)
+            .handoff_checkpoint(
+                &self.lease_key,
+                &self.worker_id,
+                cell.tenure.counter,
+                &checkpoint,
+                children,
+            )
             .await
         {
             Ok(()) => {
@@ -336,6 +436,20 @@ impl Checkpointer {
             lease_key: self.lease_key.clone(),
         }
     }
+}
+
+/// Orders two decimal sequence numbers by value (Kinesis' are up to 56 digits, beyond `u128`).
+///
+/// ```
+/// use std::cmp::Ordering;
+/// use shardctl_consumer::processor::compare_sequence_numbers;
+/// assert_eq!(compare_sequence_numbers("9", "10"), Ordering::Less);
+/// assert_eq!(compare_sequence_numbers("0042", "42"), Ordering::Equal);
+/// ```
+pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// The application's per-shard logic, in the spirit of the KCL record processor.

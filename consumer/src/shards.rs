@@ -111,8 +111,10 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<ShardInfo>
 
 /// The lease rows to create so that every shard with unread data has one.
 ///
-/// * A shard gets a lease unless it has one, or one of its descendants has one (then its
-///   lineage was processed past it and its row was cleaned up; KCL never recreates it either).
+/// * A shard gets a lease unless it has one or the drain rule reads it as drained (a
+///   descendant's lease is past its start: its row was cleaned up after it was finished, and KCL
+///   never recreates it either). No shard is ever skipped otherwise.
+/// * Rows come back in lineage order (parents first).
 /// * A lease records its parents (`parentShardId`) and hash range.
 /// * A child of a tracked parent starts at `TRIM_HORIZON`, so nothing between the parent's end and
 ///   the child's start is skipped. Shards without tracked parents start at `initial`; with
@@ -141,11 +143,15 @@ pub fn plan_shard_sync(
 ) -> Vec<Lease> {
     let have: HashMap<&str, &Lease> = existing.iter().map(|l| (l.lease_key.as_str(), l)).collect();
     let lineage = crate::drain::lineage_of(listed);
+    let no_unreadable = BTreeSet::new();
+    let rows = crate::drain::ScannedRows::new(existing, &no_unreadable);
+    let view = shardctl_lease::DrainView::new(&lineage, &rows);
     let by_id: BTreeMap<&str, &ShardInfo> =
         listed.iter().map(|s| (s.shard_id.as_str(), s)).collect();
 
     // Decide in lineage order (parents first): shard ids grow monotonically, but do not rely on it.
     let mut planned: BTreeMap<&str, Lease> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
     let mut decided: BTreeSet<&str> = BTreeSet::new();
     let mut progress = true;
     while progress {
@@ -168,14 +174,12 @@ pub fn plan_shard_sync(
             if have.contains_key(id) {
                 continue;
             }
-            // As KCL's shard syncer: never (re)create a lease for an ancestor of a shard that
-            // has one. Its lineage was read past it and its row was cleaned up (KCL deletes
-            // finished leases, generation after generation).
-            let descendant_tracked = lineage
-                .descendants(id)
-                .into_iter()
-                .any(|d| have.contains_key(d));
-            if descendant_tracked {
+            // A shard without a row is left alone only when the drain rule reads it as drained:
+            // a descendant's lease is past its start, KCL's evidence before its lease cleanup
+            // deletes a finished lease (generation after generation). A descendant that merely
+            // has a row (a merge child created when its other parent ended) is no such evidence;
+            // as KCL's shard syncer does, the shard gets its row and nothing is skipped.
+            if view.state(id).is_drained() {
                 continue;
             }
             // A parent is tracked when it has a row, or a planned row that will really be read.
@@ -196,9 +200,15 @@ pub fn plan_shard_sync(
             lease.starting_hash_key = shard.starting_hash_key.clone();
             lease.ending_hash_key = shard.ending_hash_key.clone();
             planned.insert(id, lease);
+            order.push(id);
         }
     }
-    planned.into_values().collect()
+    // Parents before children, so a worker that stops part-way never leaves a child's row
+    // without its parents' rows.
+    order
+        .into_iter()
+        .filter_map(|id| planned.remove(id))
+        .collect()
 }
 
 #[cfg(test)]
@@ -254,6 +264,40 @@ mod tests {
         ];
         let planned = plan_shard_sync(&listed, &existing, InitialPosition::TrimHorizon);
         assert!(planned.is_empty(), "{planned:?}");
+    }
+
+    /// Regression (issue 11): a merge child (d, of c and x) got its row when x ended, before c
+    /// had one. "A descendant has a row" then kept shard sync from ever creating c's row, and
+    /// c's records were lost when they left retention. A descendant's row counts only as the
+    /// drain rule's evidence (past its start), like KCL's shard syncer.
+    #[test]
+    fn a_shard_whose_merge_child_has_a_row_but_has_not_started_is_still_created() {
+        let listed = [
+            shard("a", &[], true),
+            shard("x", &[], true),
+            shard("b", &["a"], false),
+            shard("c", &["a"], true),
+            shard("d", &["c", "x"], false),
+        ];
+        let existing = [
+            Lease::new(
+                "a",
+                Checkpoint::Sequence {
+                    sequence_number: "17".into(),
+                    sub_sequence_number: 0,
+                },
+            ),
+            Lease::new("x", Checkpoint::ShardEnd),
+            Lease::new("d", Checkpoint::TrimHorizon).with_parents(["c", "x"]),
+        ];
+        let planned = plan_shard_sync(&listed, &existing, InitialPosition::TrimHorizon);
+        let ids: Vec<_> = planned.iter().map(|l| l.lease_key.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert!(
+            planned
+                .iter()
+                .all(|l| l.checkpoint == Checkpoint::TrimHorizon)
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The lease table in DynamoDB: KCL attribute names and types, every ownership or progress change a
-//! conditional write on `leaseCounter` (and owner).
+//! conditional write (take and steal: [`LeaseStore::acquire`], on the row exactly as scanned;
+//! renew, checkpoint, release: on `leaseCounter` and owner; the handoff's last checkpoint: on
+//! `checkpointOwner` and `leaseCounter`), every call bounded in time
+//! ([`LeaseStore::with_call_timeout`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -13,6 +16,7 @@ use aws_sdk_dynamodb::types::{
 use tracing::{debug, info};
 
 use crate::lease::{Checkpoint, Lease, attr};
+use crate::ownership::{AcquireKind, Acquisition};
 use shardctl_lease::{Row, sdk};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,6 +53,15 @@ pub enum LeaseStoreError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The call did not answer within the store's bound (see [`LeaseStore::with_call_timeout`]).
+    /// A write may or may not have been applied; it is conditional, so retrying is safe.
+    #[error("DynamoDB {operation} on the lease table did not answer within {after:?}")]
+    Timeout {
+        /// The API operation.
+        operation: &'static str,
+        /// The bound.
+        after: Duration,
+    },
     /// A row returned by a write could not be read back.
     #[error("lease row {lease_key} unreadable: {source}")]
     Row {
@@ -73,6 +86,7 @@ impl LeaseStoreError {
             Self::ConditionFailed { .. } => "condition_failed",
             Self::Dynamo { .. } => "dynamodb",
             Self::TableNotReady { .. } => "table_not_ready",
+            Self::Timeout { .. } => "timeout",
             Self::Row { .. } => "row",
         }
     }
@@ -185,6 +199,7 @@ fn n(v: u64) -> AttributeValue {
 pub struct LeaseStore {
     client: Client,
     table: String,
+    call_timeout: Option<Duration>,
 }
 
 impl LeaseStore {
@@ -202,6 +217,40 @@ impl LeaseStore {
         Self {
             client,
             table: table.into(),
+            call_timeout: None,
+        }
+    }
+
+    /// Bounds every lease-table call (each page of a scan, each read and write; not table
+    /// creation): one that does not answer in time fails with [`LeaseStoreError::Timeout`]
+    /// instead of holding up its caller. The worker sets a quarter of the failover time, so a
+    /// hung call costs at most one renewal attempt.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use std::time::Duration;
+    /// use shardctl_consumer::store::LeaseStore;
+    /// let config = aws_config::load_from_env().await;
+    /// let store = LeaseStore::new(aws_sdk_dynamodb::Client::new(&config), "my-app")
+    ///     .with_call_timeout(Some(Duration::from_millis(2500)));
+    /// # }
+    /// ```
+    pub fn with_call_timeout(mut self, bound: Option<Duration>) -> Self {
+        self.call_timeout = bound;
+        self
+    }
+
+    /// Runs one call within the bound.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, LeaseStoreError> {
+        match self.call_timeout {
+            None => Ok(call.await),
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .map_err(|_| LeaseStoreError::Timeout { operation, after }),
         }
     }
 
@@ -272,13 +321,16 @@ impl LeaseStore {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
+                .bounded(
+                    "Scan",
+                    self.client
+                        .scan()
+                        .table_name(&self.table)
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .await?
                 .map_err(|e| dynamo_error("Scan", e))?;
             for item in page.items() {
                 match Row::read(&sdk::from_sdk(item)) {
@@ -307,21 +359,101 @@ impl LeaseStore {
     /// ```
     pub async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
         let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_to_item(lease)))
-            .condition_expression("attribute_not_exists(#k)")
-            .expression_attribute_names("#k", attr::LEASE_KEY)
-            .send()
-            .await;
+            .bounded(
+                "PutItem",
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(lease_to_item(lease)))
+                    .condition_expression("attribute_not_exists(#k)")
+                    .expression_attribute_names("#k", attr::LEASE_KEY)
+                    .send(),
+            )
+            .await?;
         applied("PutItem", result)
     }
 
-    /// Takes an unowned or expired lease: sets the owner to `me` (and clears any stale handoff
-    /// marker) if `leaseCounter` still equals `expected_counter`. `ownerSwitchesSinceCheckpoint`
-    /// counts owner changes only, as KCL's: it grows when `previous_owner` was another worker.
-    /// Returns the new counter.
+    /// Carries out an [`Acquisition`] (take or steal): one conditional write, applied only if
+    /// the row is still as the scan saw it (counter, owner and handoff marker; see
+    /// [`Acquisition::applies_to`], the same rule in pure form). A take sets the owner, bumps the
+    /// counter, clears a stale handoff marker and counts an owner switch; a steal is KCL 3's
+    /// graceful handoff: owner to `me`, `checkpointOwner` to the victim, counter unchanged. The
+    /// victim stays the real owner until it wrote its last checkpoint and cleared the marker.
+    /// Returns the counter after the write.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
+    /// use shardctl_consumer::{Checkpoint, Lease};
+    /// use shardctl_consumer::ownership::{AcquireKind, Acquisition};
+    /// let scanned = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+    /// let counter = store.acquire(&Acquisition::of(&scanned, AcquireKind::Take), "worker-a").await?;
+    /// assert_eq!(counter, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn acquire(&self, acq: &Acquisition, me: &str) -> Result<u64, LeaseStoreError> {
+        let mut names = vec![
+            ("#owner", attr::LEASE_OWNER),
+            ("#counter", attr::LEASE_COUNTER),
+            ("#cpowner", attr::CHECKPOINT_OWNER),
+        ];
+        let mut values = vec![
+            (":me", AttributeValue::S(me.to_owned())),
+            (":expected", n(acq.expected_counter)),
+        ];
+        let mut condition = String::from("#counter = :expected");
+        match &acq.previous_owner {
+            Some(owner) => {
+                condition.push_str(" AND #owner = :previous");
+                values.push((":previous", AttributeValue::S(owner.clone())));
+            }
+            None => condition.push_str(" AND attribute_not_exists(#owner)"),
+        }
+        match &acq.expected_checkpoint_owner {
+            Some(marker) => {
+                condition.push_str(" AND #cpowner = :marker");
+                values.push((":marker", AttributeValue::S(marker.clone())));
+            }
+            None => condition.push_str(" AND attribute_not_exists(#cpowner)"),
+        }
+        let update = match acq.kind {
+            AcquireKind::Take => {
+                values.push((":next", n(acq.expected_counter + 1)));
+                if acq.switches_owner(me) {
+                    names.push(("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT));
+                    values.push((":zero", n(0)));
+                    values.push((":one", n(1)));
+                    "SET #owner = :me, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one REMOVE #cpowner"
+                } else {
+                    "SET #owner = :me, #counter = :next REMOVE #cpowner"
+                }
+            }
+            AcquireKind::Steal => {
+                let Some(victim) = &acq.previous_owner else {
+                    // Nothing to steal from: the condition could never hold.
+                    return Err(LeaseStoreError::ConditionFailed {
+                        lease_key: acq.lease_key.clone(),
+                    });
+                };
+                if acq.expected_checkpoint_owner.is_some() {
+                    return Err(LeaseStoreError::ConditionFailed {
+                        lease_key: acq.lease_key.clone(),
+                    });
+                }
+                values.push((":victim", AttributeValue::S(victim.clone())));
+                "SET #owner = :me, #cpowner = :victim"
+            }
+        };
+        let op = match acq.kind {
+            AcquireKind::Take => "take",
+            AcquireKind::Steal => "steal",
+        };
+        self.update(op, &acq.lease_key, update, &condition, &names, values)
+            .await?;
+        Ok(acq.counter_after())
+    }
+
+    /// Takes a lease scanned with `expected_counter`, `previous_owner` and no handoff marker
+    /// (an [`AcquireKind::Take`] through [`LeaseStore::acquire`]). Returns the new counter.
     ///
     /// ```no_run
     /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
@@ -336,41 +468,18 @@ impl LeaseStore {
         previous_owner: Option<&str>,
         me: &str,
     ) -> Result<u64, LeaseStoreError> {
-        let switched = previous_owner.is_some_and(|p| p != me);
-        let mut names = vec![
-            ("#owner", attr::LEASE_OWNER),
-            ("#counter", attr::LEASE_COUNTER),
-            ("#cpowner", attr::CHECKPOINT_OWNER),
-        ];
-        let mut values = vec![
-            (":me", AttributeValue::S(me.to_owned())),
-            (":next", n(expected_counter + 1)),
-            (":expected", n(expected_counter)),
-        ];
-        let update = if switched {
-            names.push(("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT));
-            values.push((":zero", n(0)));
-            values.push((":one", n(1)));
-            "SET #owner = :me, #counter = :next, #switches = if_not_exists(#switches, :zero) + :one REMOVE #cpowner"
-        } else {
-            "SET #owner = :me, #counter = :next REMOVE #cpowner"
+        let acq = Acquisition {
+            lease_key: lease_key.to_owned(),
+            expected_counter,
+            previous_owner: previous_owner.map(str::to_owned),
+            expected_checkpoint_owner: None,
+            kind: AcquireKind::Take,
         };
-        self.update(
-            "take",
-            lease_key,
-            update,
-            "#counter = :expected",
-            &names,
-            values,
-        )
-        .await?;
-        Ok(expected_counter + 1)
+        self.acquire(&acq, me).await
     }
 
-    /// Steals a lease from a live `victim` with KCL 3's graceful handoff: sets the owner to `me`
-    /// and `checkpointOwner` to the victim, without touching `leaseCounter`. The victim stays
-    /// the real owner until it wrote its last checkpoint and cleared the marker (bumping the
-    /// counter); `me` starts only then. Refused while another handoff is under way. Returns the
+    /// Steals a lease from a live `victim` (an [`AcquireKind::Steal`] through
+    /// [`LeaseStore::acquire`]); refused while another handoff is under way. Returns the
     /// (unchanged) counter.
     ///
     /// ```no_run
@@ -385,53 +494,45 @@ impl LeaseStore {
         me: &str,
         victim: &str,
     ) -> Result<u64, LeaseStoreError> {
-        self.update(
-            "steal",
-            lease_key,
-            "SET #owner = :me, #cpowner = :victim",
-            // A second steal must not overwrite an ongoing handoff's marker: the first thief
-            // and the victim would both go on processing.
-            "#counter = :expected AND #owner = :victim AND attribute_not_exists(#cpowner)",
-            &[
-                ("#owner", attr::LEASE_OWNER),
-                ("#counter", attr::LEASE_COUNTER),
-                ("#cpowner", attr::CHECKPOINT_OWNER),
-            ],
-            vec![
-                (":me", AttributeValue::S(me.to_owned())),
-                (":victim", AttributeValue::S(victim.to_owned())),
-                (":expected", n(expected_counter)),
-            ],
-        )
-        .await?;
-        Ok(expected_counter)
+        let acq = Acquisition {
+            lease_key: lease_key.to_owned(),
+            expected_counter,
+            previous_owner: Some(victim.to_owned()),
+            expected_checkpoint_owner: None,
+            kind: AcquireKind::Steal,
+        };
+        self.acquire(&acq, me).await
     }
 
     /// The handed-off checkpoint: the previous owner of a stolen lease records where it stopped.
-    /// Conditional on `checkpointOwner = me`; does not touch `leaseCounter`, so the new owner's
-    /// renewals are unaffected.
+    /// Conditional on `checkpointOwner = me` and on `leaseCounter` still being the counter it
+    /// last wrote (a steal leaves the counter alone; any other change means its view is stale).
+    /// Does not touch the counter.
     ///
     /// ```no_run
     /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
     /// use shardctl_consumer::Checkpoint;
-    /// store.handoff_checkpoint("shardId-000000000000", "worker-a", &Checkpoint::Latest, &Default::default()).await?;
+    /// store.handoff_checkpoint("shardId-000000000000", "worker-a", 7, &Checkpoint::Latest, &Default::default()).await?;
     /// # Ok(()) }
     /// ```
     pub async fn handoff_checkpoint(
         &self,
         lease_key: &str,
         me: &str,
+        expected_counter: u64,
         checkpoint: &Checkpoint,
         child_shard_ids: &BTreeSet<String>,
     ) -> Result<(), LeaseStoreError> {
         let mut names = vec![
             ("#cpowner", attr::CHECKPOINT_OWNER),
+            ("#counter", attr::LEASE_COUNTER),
             ("#cp", attr::CHECKPOINT),
             ("#sub", attr::CHECKPOINT_SUB_SEQUENCE_NUMBER),
             ("#switches", attr::OWNER_SWITCHES_SINCE_CHECKPOINT),
         ];
         let mut values = vec![
             (":me", AttributeValue::S(me.to_owned())),
+            (":expected", n(expected_counter)),
             (":cp", AttributeValue::S(checkpoint.as_str().to_owned())),
             (":sub", n(checkpoint.sub_sequence_number())),
             (":zero", n(0)),
@@ -456,34 +557,43 @@ impl LeaseStore {
             "handoff_checkpoint",
             lease_key,
             &update,
-            "#cpowner = :me",
+            "#cpowner = :me AND #counter = :expected",
             &names,
             values,
         )
         .await
     }
 
-    /// Ends a handoff: removes `checkpointOwner` if it is `who` and bumps `leaseCounter` (KCL 3's
-    /// lease transfer). The previous owner calls it when it stopped; the new owner calls it when
-    /// the previous owner did not answer within the failover time, and the bump fences off a
-    /// previous owner that still renews.
+    /// Ends a handoff: removes `checkpointOwner` if it is `who` and `leaseCounter` is still
+    /// `expected_counter`, and bumps the counter (KCL 3's lease transfer). The previous owner
+    /// calls it when it stopped; the new owner calls it when the previous owner did not answer
+    /// within the failover time, and the bump fences off a previous owner that still renews.
     ///
     /// ```no_run
     /// # async fn demo(store: shardctl_consumer::store::LeaseStore) -> Result<(), shardctl_consumer::store::LeaseStoreError> {
-    /// store.end_handoff("shardId-000000000000", "worker-a").await?;
+    /// store.end_handoff("shardId-000000000000", "worker-a", 7).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn end_handoff(&self, lease_key: &str, who: &str) -> Result<(), LeaseStoreError> {
+    pub async fn end_handoff(
+        &self,
+        lease_key: &str,
+        who: &str,
+        expected_counter: u64,
+    ) -> Result<(), LeaseStoreError> {
         self.update(
             "end_handoff",
             lease_key,
-            "REMOVE #cpowner SET #counter = #counter + :one",
-            "#cpowner = :who",
+            "REMOVE #cpowner SET #counter = :next",
+            "#cpowner = :who AND #counter = :expected",
             &[
                 ("#cpowner", attr::CHECKPOINT_OWNER),
                 ("#counter", attr::LEASE_COUNTER),
             ],
-            vec![(":who", AttributeValue::S(who.to_owned())), (":one", n(1))],
+            vec![
+                (":who", AttributeValue::S(who.to_owned())),
+                (":expected", n(expected_counter)),
+                (":next", n(expected_counter + 1)),
+            ],
         )
         .await
     }
@@ -499,15 +609,21 @@ impl LeaseStore {
     /// ```
     pub async fn delete_finished(&self, lease_key: &str) -> Result<bool, LeaseStoreError> {
         let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
-            .condition_expression("#cp = :end")
-            .expression_attribute_names("#cp", attr::CHECKPOINT)
-            .expression_attribute_values(":end", AttributeValue::S(Checkpoint::SHARD_END.into()))
-            .send()
-            .await;
+            .bounded(
+                "DeleteItem",
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
+                    .condition_expression("#cp = :end")
+                    .expression_attribute_names("#cp", attr::CHECKPOINT)
+                    .expression_attribute_values(
+                        ":end",
+                        AttributeValue::S(Checkpoint::SHARD_END.into()),
+                    )
+                    .send(),
+            )
+            .await?;
         applied("DeleteItem", result)
     }
 
@@ -522,13 +638,16 @@ impl LeaseStore {
     /// ```
     pub async fn get(&self, lease_key: &str) -> Result<Option<Lease>, LeaseStoreError> {
         let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
+            .bounded(
+                "GetItem",
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(attr::LEASE_KEY, AttributeValue::S(lease_key.to_owned()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .await?
             .map_err(|e| dynamo_error("GetItem", e))?;
         match out.item {
             None => Ok(None),
@@ -689,7 +808,7 @@ impl LeaseStore {
         for (placeholder, value) in values {
             req = req.expression_attribute_values(placeholder, value);
         }
-        match req.send().await {
+        match self.bounded("UpdateItem", req.send()).await? {
             Ok(_) => {
                 debug!(table = %self.table, lease = %lease_key, op, "lease write ok");
                 Ok(())

@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::drain::{DrainState, Lineage, ScannedRows, lineage_of, parent_states};
+use crate::drain::{Lineage, Readiness, ScannedRows, child_rows, lineage_of, readiness};
 use crate::lease::{Checkpoint, Lease};
 use crate::ownership::{AcquireKind, BalancePolicy, LeaseObserver, Tenure, plan_acquisitions};
 use crate::processor::{
@@ -170,6 +170,18 @@ impl WorkerConfig {
         self.failover / 3
     }
 
+    /// Bound of every lease-table call: a quarter of the failover time. A hung call fails after
+    /// it and costs one renewal attempt of one lease, never the tenure (renewals come every
+    /// third of the failover time, and the tenure lasts a whole one).
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").lease_call_timeout().as_millis(), 2500);
+    /// ```
+    pub fn lease_call_timeout(&self) -> Duration {
+        self.failover / 4
+    }
+
     /// Period of the lease-taking round (a table scan): an eighth of the failover time (at least
     /// 100 ms). The expiry clock starts when a scan first sees a counter, and the take happens at
     /// the first round after it ran out, so a dead worker's leases move within about
@@ -235,6 +247,8 @@ struct Held {
     cell: SharedLease,
     signal: watch::Sender<Signal>,
     task: Option<JoinHandle<()>>,
+    /// Renews this lease, on its own: a slow renewal of another lease never delays it.
+    renewer: Option<JoinHandle<()>>,
 }
 
 /// What the coordinator last read: lease rows and, once synced, the listed shard ids.
@@ -293,7 +307,6 @@ pub struct Worker {
     worker_id: String,
     held: Arc<dyn HeldView>,
     coordinator: JoinHandle<()>,
-    renewer: JoinHandle<()>,
     stop: watch::Sender<bool>,
     shutdown_all: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
 }
@@ -313,6 +326,9 @@ impl<F: ProcessorFactory> HeldView for Inner<F> {
         for held in lock(&self.held).values_mut() {
             if let Some(task) = held.task.take() {
                 task.abort();
+            }
+            if let Some(renewer) = held.renewer.take() {
+                renewer.abort();
             }
         }
     }
@@ -365,7 +381,8 @@ impl Worker {
         if config.worker_id.is_empty() {
             return Err(WorkerError::Config("worker_id must not be empty"));
         }
-        let store = LeaseStore::new(dynamodb, config.table_name.clone());
+        let store = LeaseStore::new(dynamodb, config.table_name.clone())
+            .with_call_timeout(Some(config.lease_call_timeout()));
         store.ensure_table().await?;
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         let inner = Arc::new(Inner {
@@ -390,14 +407,12 @@ impl Worker {
               table = %inner.config.table_name, failover_ms = inner.config.failover.as_millis() as u64,
               "worker started");
         let (stop, stop_rx) = watch::channel(false);
-        let coordinator = tokio::spawn(Arc::clone(&inner).coordinate(stop_rx.clone()));
-        let renewer = tokio::spawn(Arc::clone(&inner).renew_loop(stop_rx));
+        let coordinator = tokio::spawn(Arc::clone(&inner).coordinate(stop_rx));
         let for_shutdown = Arc::clone(&inner);
         Ok(Self {
             worker_id: inner.config.worker_id.clone(),
             held: inner,
             coordinator,
-            renewer,
             stop,
             shutdown_all: Box::new(move || Box::pin(for_shutdown.graceful_shutdown())),
         })
@@ -432,7 +447,6 @@ impl Worker {
         let _ = self.stop.send(true);
         let _ = self.coordinator.await;
         (self.shutdown_all)().await;
-        self.renewer.abort();
         info!(worker = %self.worker_id, "worker stopped");
     }
 
@@ -444,7 +458,6 @@ impl Worker {
     /// ```
     pub fn kill(self) {
         self.coordinator.abort();
-        self.renewer.abort();
         self.held.abort_all();
         warn!(worker = %self.worker_id, "worker killed without releasing its leases");
     }
@@ -537,23 +550,7 @@ impl<F: ProcessorFactory> Inner<F> {
                     }));
                     for acq in plan {
                         let sent = Instant::now();
-                        let result = match (acq.kind, acq.previous_owner.as_deref()) {
-                            (AcquireKind::Steal, Some(victim)) => {
-                                self.store
-                                    .steal(&acq.lease_key, acq.expected_counter, self.me(), victim)
-                                    .await
-                            }
-                            _ => {
-                                self.store
-                                    .take(
-                                        &acq.lease_key,
-                                        acq.expected_counter,
-                                        acq.previous_owner.as_deref(),
-                                        self.me(),
-                                    )
-                                    .await
-                            }
-                        };
+                        let result = self.store.acquire(&acq, self.me()).await;
                         match result {
                             Ok(counter) => {
                                 info!(worker = %self.me(), shard = %acq.lease_key, kind = ?acq.kind,
@@ -615,33 +612,43 @@ impl<F: ProcessorFactory> Inner<F> {
         let (signal, signal_rx) = watch::channel(Signal::Run);
         let task =
             tokio::spawn(Arc::clone(self).run_shard(key.clone(), Arc::clone(&cell), signal_rx));
+        let renewer = tokio::spawn(Arc::clone(self).renew_lease(
+            key.clone(),
+            Arc::clone(&cell),
+            signal.clone(),
+        ));
         lock(&self.held).insert(
             key,
             Held {
                 cell,
                 signal,
                 task: Some(task),
+                renewer: Some(renewer),
             },
         );
     }
 
-    async fn renew_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.renew_interval());
+    /// Renews one lease every third of the failover time until it is lost, handed off or
+    /// released. Each call is bounded ([`WorkerConfig::lease_call_timeout`]), and each lease has
+    /// its own renewer, so one hung call costs one attempt on one lease.
+    async fn renew_lease(
+        self: Arc<Self>,
+        key: String,
+        cell: SharedLease,
+        signal: watch::Sender<Signal>,
+    ) {
+        let every = self.config.renew_interval();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = stop.changed() => if r.is_err() { return; },
+            tick.tick().await;
+            {
+                let c = cell.lock().await;
+                if c.lost || c.handoff {
+                    return;
+                }
             }
-            let held: Vec<(String, SharedLease, watch::Sender<Signal>)> = lock(&self.held)
-                .iter()
-                .map(|(k, h)| (k.clone(), Arc::clone(&h.cell), h.signal.clone()))
-                .collect();
-            let renewals = held.into_iter().map(|(key, cell, signal)| {
-                let this = Arc::clone(&self);
-                async move { this.renew_one(&key, &cell, &signal).await }
-            });
-            futures::future::join_all(renewals).await;
+            self.renew_one(&key, &cell, &signal).await;
         }
     }
 
@@ -665,6 +672,28 @@ impl<F: ProcessorFactory> Inner<F> {
                     cell.handoff = true;
                     let _ = signal.send(Signal::Handoff);
                 }
+                Ok(Some(row))
+                    if row.lease_owner.as_deref() == Some(self.me())
+                        && row.checkpoint_owner.is_none()
+                        && row.lease_counter > cell.tenure.counter =>
+                {
+                    // Still ours: an earlier renewal that timed out was applied after all. Adopt
+                    // its counter (without counting its unknown time) and renew on it now.
+                    debug!(worker = %self.me(), shard = %key, counter = row.lease_counter,
+                           "a renewal that timed out had been applied");
+                    cell.tenure.counter = row.lease_counter;
+                    let sent = Instant::now();
+                    match self.store.renew(key, row.lease_counter, self.me()).await {
+                        Ok(counter) => cell.tenure.renewed(counter, sent, self.config.failover),
+                        Err(e) => {
+                            warn!(worker = %self.me(), shard = %key, error = %e, "lease renewal failed")
+                        }
+                    }
+                }
+                Err(e) if !e.is_condition_failed() && !cell.tenure.is_lapsed(Instant::now()) => {
+                    // Unknown: keep the tenure we have and ask again next time.
+                    warn!(worker = %self.me(), shard = %key, error = %e, "reading a lease after a failed renewal failed");
+                }
                 _ => {
                     info!(worker = %self.me(), shard = %key, "lease lost on renewal");
                     cell.lost = true;
@@ -683,7 +712,11 @@ impl<F: ProcessorFactory> Inner<F> {
         }
         if c.handoff {
             // Stolen: we are not the owner any more; let the new owner start now.
-            match self.store.end_handoff(key, self.me()).await {
+            match self
+                .store
+                .end_handoff(key, self.me(), c.tenure.counter)
+                .await
+            {
                 Ok(()) => info!(worker = %self.me(), shard = %key, "lease handed off"),
                 Err(e) if e.is_condition_failed() => {
                     debug!(worker = %self.me(), shard = %key, "handoff already ended by the new owner");
@@ -734,41 +767,11 @@ impl<F: ProcessorFactory> Inner<F> {
         lock(&self.held).clear();
     }
 
-    /// Whether every parent of `key` is drained according to the latest snapshot. Unknown (no
-    /// row for `key` yet, unreadable parent rows, no shard list yet) is not drained.
-    fn parents_ready(&self, key: &str) -> ParentsReady {
+    /// Whether every parent of `key` is drained according to the latest snapshot (see
+    /// [`crate::drain::readiness`]).
+    fn parents_ready(&self, key: &str) -> Readiness {
         let snap = Arc::clone(&self.snapshot.borrow());
-        let Some(lease) = snap.leases.iter().find(|l| l.lease_key == key) else {
-            return ParentsReady::Waiting;
-        };
-        if lease.parent_shard_ids.is_empty() {
-            return ParentsReady::Ready;
-        }
-        if lease
-            .parent_shard_ids
-            .iter()
-            .any(|p| snap.unreadable.contains(p))
-        {
-            return ParentsReady::Waiting;
-        }
-        let Some(lineage) = &snap.listed else {
-            return ParentsReady::Waiting;
-        };
-        let rows = ScannedRows::new(&snap.leases, &snap.unreadable);
-        let states = parent_states(lease, &rows, lineage);
-        if states.iter().all(|(_, s)| s.is_drained()) {
-            return ParentsReady::Ready;
-        }
-        let missing: Vec<String> = states
-            .into_iter()
-            .filter(|(_, s)| *s == DrainState::Unknown)
-            .map(|(p, _)| p)
-            .collect();
-        if missing.is_empty() {
-            ParentsReady::Waiting
-        } else {
-            ParentsReady::MissingRows(missing)
-        }
+        readiness(key, &snap.leases, &snap.unreadable, snap.listed.as_deref())
     }
 
     /// Reads the row after an acquisition. For a steal, waits until the previous owner wrote its
@@ -818,7 +821,11 @@ impl<F: ProcessorFactory> Inner<F> {
                         warn!(worker = %self.me(), shard = %key, previous = %previous,
                               "previous owner did not hand off in time; fencing it off");
                         let sent = Instant::now();
-                        match self.store.end_handoff(key, previous).await {
+                        match self
+                            .store
+                            .end_handoff(key, previous, row.lease_counter)
+                            .await
+                        {
                             Ok(()) => fenced_until = Some(sent + self.config.failover),
                             Err(e) if e.is_condition_failed() => {}
                             Err(e) => {
@@ -884,17 +891,26 @@ impl<F: ProcessorFactory> Inner<F> {
         let mut snapshots = self.snapshot.subscribe();
         let mut waited = false;
         let mut warned_missing = false;
+        let mut synced_for_unknown = false;
         loop {
             match self.parents_ready(key) {
-                ParentsReady::Ready => break,
-                ParentsReady::Waiting => {}
-                ParentsReady::MissingRows(parents) => {
+                Readiness::Ready => break,
+                Readiness::Waiting => {}
+                Readiness::Unknown {
+                    parents,
+                    shard_listed,
+                } => {
+                    if !shard_listed && !synced_for_unknown {
+                        // The listing predates this shard: a fresh one can tell whether the
+                        // parents left retention, and shard sync creates their rows if not.
+                        self.sync_now.notify_one();
+                        synced_for_unknown = true;
+                    }
                     if !warned_missing {
-                        // Unlike KCL, a missing row of a shard the stream still lists, with no
-                        // descendant past its start, is unknown, not drained: the child waits
-                        // until the row reappears or the parent expires past retention.
-                        warn!(worker = %self.me(), shard = %key, parents = ?parents,
-                              "parent lease rows missing while the stream still lists the parents and no descendant has started; child waits");
+                        // Unlike KCL, a parent without a row and without evidence that it was
+                        // drained is unknown, not drained: the child waits.
+                        warn!(worker = %self.me(), shard = %key, parents = ?parents, shard_listed,
+                              "parent lease rows missing and no evidence that the parents were drained; child waits");
                         warned_missing = true;
                     }
                 }
@@ -933,7 +949,7 @@ impl<F: ProcessorFactory> Inner<F> {
             worker_id: self.me().to_owned(),
             failover: config.failover,
             cell: Arc::clone(cell),
-            last_delivered: None,
+            last_delivered: Arc::default(),
             ended_children: None,
         };
         let pacer = ReadPacer {
@@ -1021,6 +1037,23 @@ impl<F: ProcessorFactory> Inner<F> {
                         fetched.bytes,
                         caught_up && fetched.next_iterator.is_some(),
                     ));
+                    if !fetched.records.is_empty() {
+                        // The wait and the call took time: check again right before dispatch,
+                        // so no batch reaches the processor after the lease may have moved on.
+                        match self.may_dispatch(cell, signal).await {
+                            Dispatch::Go => {}
+                            Dispatch::Lost => {
+                                debug!(worker = %self.me(), shard = %key, records = fetched.records.len(),
+                                       "lease lost while reading; batch not dispatched");
+                                processor.lease_lost().await;
+                                return ShardExit::LeaseLost;
+                            }
+                            Dispatch::Stop(exit) => {
+                                processor.shutdown_requested(&checkpointer).await;
+                                return exit;
+                            }
+                        }
+                    }
                     if let Some(last) = fetched.records.last() {
                         position = StartPosition::After(last.sequence_number.clone());
                         checkpointer.set_batch_end(last.sequence_number.clone());
@@ -1070,6 +1103,26 @@ impl<F: ProcessorFactory> Inner<F> {
         }
     }
 
+    /// The check right before a batch is dispatched: the tenure is valid now, and no signal says
+    /// otherwise.
+    async fn may_dispatch(&self, cell: &SharedLease, signal: &watch::Receiver<Signal>) -> Dispatch {
+        let current = *signal.borrow();
+        match current {
+            Signal::LeaseLost => return Dispatch::Lost,
+            Signal::Shutdown => return Dispatch::Stop(ShardExit::Shutdown),
+            Signal::Handoff => return Dispatch::Stop(ShardExit::HandedOff),
+            Signal::Run => {}
+        }
+        let c = cell.lock().await;
+        if c.lost || !c.tenure.is_valid(Instant::now()) {
+            Dispatch::Lost
+        } else if c.handoff {
+            Dispatch::Stop(ShardExit::HandedOff)
+        } else {
+            Dispatch::Go
+        }
+    }
+
     async fn finish_shard(
         &self,
         key: &str,
@@ -1080,17 +1133,31 @@ impl<F: ProcessorFactory> Inner<F> {
     ) -> ShardExit {
         info!(worker = %self.me(), shard = %key, children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "shard ended");
         // Children's leases right away (KCL does the same), so they do not wait for a shard sync.
-        for child in &children {
-            let mut lease = Lease::new(child.shard_id.clone(), Checkpoint::TrimHorizon)
-                .with_parents(child.parents.iter().cloned());
-            if let Some((start, end)) = &child.hash_range {
-                lease.starting_hash_key = Some(start.clone());
-                lease.ending_hash_key = Some(end.clone());
+        let mut has_row = std::collections::HashSet::new();
+        for parent in children.iter().flat_map(|c| c.parents.iter()) {
+            if parent != key && !has_row.contains(parent) {
+                match self.store.get(parent).await {
+                    Ok(Some(_)) => {
+                        has_row.insert(parent.clone());
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(worker = %self.me(), shard = %parent, error = %e, "reading a co-parent's lease failed");
+                    }
+                }
             }
-            if let Err(e) = self.store.create_if_absent(&lease).await {
-                warn!(worker = %self.me(), shard = %child.shard_id, error = %e, "creating child lease failed; shard sync will retry");
+        }
+        let rows = child_rows(key, &children, |p| p == key || has_row.contains(p));
+        for lease in &rows.create {
+            if let Err(e) = self.store.create_if_absent(lease).await {
+                warn!(worker = %self.me(), shard = %lease.lease_key, error = %e, "creating child lease failed; shard sync will retry");
                 self.sync_now.notify_one();
             }
+        }
+        if !rows.deferred.is_empty() {
+            info!(worker = %self.me(), shard = %key, children = ?rows.deferred,
+                  "children left to shard sync: another parent has no lease row yet");
+            self.sync_now.notify_one();
         }
         checkpointer.ended_children = Some(children.into_iter().map(|c| c.shard_id).collect());
         let mut attempt = 0;
@@ -1126,12 +1193,15 @@ impl<F: ProcessorFactory> Inner<F> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ParentsReady {
-    Ready,
-    Waiting,
-    /// Parents without a lease row that the stream still lists.
-    MissingRows(Vec<String>),
+/// Whether a fetched batch may go to the processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dispatch {
+    Go,
+    /// The tenure lapsed or the lease was lost.
+    Lost,
+    /// Asked to stop (shutdown or handoff): the batch is not delivered, the checkpoint stays at
+    /// what was, so the next owner reads it.
+    Stop(ShardExit),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

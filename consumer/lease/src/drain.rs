@@ -4,7 +4,9 @@
 //!
 //! A shard is drained for a group when
 //! * its lease is at `SHARD_END`; or
-//! * it has no lease row and the stream no longer lists it (it left retention); or
+//! * it has no lease row and the stream no longer lists it while it lists one of its children:
+//!   the listing is newer than the shard's end, so the shard left retention (a listing that
+//!   misses the shard *and* its children may simply be older than the shard: no evidence); or
 //! * it has no lease row and one of its descendants has a lease past its start (a sequence
 //!   number, `SHARD_END` or `LATEST`: see [`Checkpoint::is_past_start`]). That is the evidence KCL
 //!   itself requires before its lease cleanup deletes a finished lease, and apps that start at
@@ -159,7 +161,8 @@ impl LeaseRows for CheckpointRows<'_> {
 pub enum DrainState {
     /// Its lease is at `SHARD_END`.
     Drained,
-    /// No row, and the stream no longer lists it: nothing is left to read.
+    /// No row, and the stream no longer lists it while it lists one of its children: it left
+    /// retention, nothing is left to read.
     Gone,
     /// No row, and a descendant's lease is past its start: the row was cleaned up after the
     /// shard was finished (or the application started after it).
@@ -171,7 +174,8 @@ pub enum DrainState {
     },
     /// Its lease has not reached `SHARD_END`.
     InProgress(Checkpoint),
-    /// No row, still listed, and no descendant has started: unknown, so not drained.
+    /// No row, and no evidence that it was drained (still listed with no descendant started,
+    /// or missing from a listing that may predate it): unknown, so not drained.
     Unknown,
     /// Its row cannot be read: unknown, so not drained.
     Unreadable(String),
@@ -217,7 +221,7 @@ impl std::fmt::Display for DrainState {
             ),
             Self::InProgress(c) => write!(f, "checkpoint {}", c.short()),
             Self::Unknown => f.write_str(
-                "no lease for it, and no descendant has started: unknown, so not drained",
+                "no lease for it, and no evidence that it was drained (no descendant has started): unknown, so not drained",
             ),
             Self::Unreadable(why) => write!(f, "lease row unreadable: {why}"),
         }
@@ -256,7 +260,16 @@ impl<'a, R: LeaseRows> DrainView<'a, R> {
             RowState::Lease(c) if c.is_shard_end() => DrainState::Drained,
             RowState::Lease(c) => DrainState::InProgress(c.clone()),
             RowState::Unreadable(why) => DrainState::Unreadable(why.to_owned()),
-            RowState::Absent if !self.lineage.is_listed(shard_id) => DrainState::Gone,
+            // Unlisted: gone only when the listing shows a child of it, so the listing is newer
+            // than the shard's end and the shard left retention. A listing older than the shard
+            // (a consumer's listing can be a minute old) misses it too: no evidence.
+            RowState::Absent
+                if !self.lineage.is_listed(shard_id)
+                    && !self.lineage.children(shard_id).is_empty() =>
+            {
+                DrainState::Gone
+            }
+            RowState::Absent if !self.lineage.is_listed(shard_id) => DrainState::Unknown,
             RowState::Absent => self
                 .lineage
                 .descendants(shard_id)
@@ -434,6 +447,28 @@ mod tests {
         let l = Lineage::new([("s1", vec!["s0"])]);
         let r = rows(&[]);
         assert_eq!(DrainView::new(&l, &r).state("s0"), DrainState::Gone);
+    }
+
+    /// Regression (issue 11): a consumer's listing can be a minute old. A parent missing from it
+    /// may be a shard created after the listing (a merge's other parent), not one that left
+    /// retention: without a listed child to prove the listing is newer than the parent, its
+    /// absence is no evidence, and a row-less parent is unknown.
+    #[test]
+    fn a_parent_missing_from_a_listing_older_than_its_child_is_unknown() {
+        // Listed a minute ago: a (since split into b, c) and x. c + x were merged into d since.
+        let stale = Lineage::new([("a", vec![]), ("x", vec![])]);
+        let r = rows(&[
+            ("a", seq(3)),
+            ("x", Checkpoint::ShardEnd),
+            ("d", Checkpoint::TrimHorizon),
+        ]);
+        let view = DrainView::new(&stale, &r);
+        assert_eq!(view.state("c"), DrainState::Unknown);
+        assert!(!view.all_drained(["c", "x"]));
+        // A listing that shows a child of c without c itself is newer than c's end: c left
+        // retention, nothing of it is left to read.
+        let fresh = Lineage::new([("d", vec!["c", "x"]), ("x", vec![])]);
+        assert_eq!(DrainView::new(&fresh, &r).state("c"), DrainState::Gone);
     }
 
     #[test]

@@ -1,19 +1,15 @@
 //! Shared harness: AWS clients from the standard environment, stream helpers, a recording processor.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_kinesis::types::StreamStatus;
 use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
 use shardctl_consumer::producer::{event_id, event_payload};
 use shardctl_consumer::shards::{ShardInfo, list_shards};
 use uuid::Uuid;
 
-pub const START_EMULATORS: &str =
-    "start the emulators: scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\"";
+pub use shardctl_test_support::{START_EMULATORS, create_stream, eventually, unique, wait_active};
 
 pub struct Aws {
     pub kinesis: aws_sdk_kinesis::Client,
@@ -27,11 +23,8 @@ pub async fn aws() -> Option<Aws> {
         eprintln!("SHARDCTL_SKIP_EMULATOR_TESTS=1: emulator test skipped");
         return None;
     }
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some()
-            && std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
-        "{START_EMULATORS}"
-    );
+    let _ = *START;
+    shardctl_test_support::require_endpoints(&["KINESIS", "DYNAMODB"]);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -39,62 +32,11 @@ pub async fn aws() -> Option<Aws> {
         )
         .with_test_writer()
         .try_init();
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let config = shardctl_test_support::sdk_config().await;
     Some(Aws {
         kinesis: aws_sdk_kinesis::Client::new(&config),
         dynamodb: aws_sdk_dynamodb::Client::new(&config),
     })
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub async fn wait_active(k: &aws_sdk_kinesis::Client, stream: &str) {
-    eventually(
-        &format!("stream {stream} ACTIVE"),
-        Duration::from_secs(30),
-        || async {
-            let out = k
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send()
-                .await
-                .ok()?;
-            (out.stream_description_summary()?.stream_status() == &StreamStatus::Active)
-                .then_some(())
-        },
-    )
-    .await;
-}
-
-pub async fn create_stream(k: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
-    k.create_stream()
-        .stream_name(stream)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream");
-    wait_active(k, stream).await;
 }
 
 pub async fn open_shards(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardInfo> {
@@ -209,8 +151,20 @@ pub struct Log {
     pub inits: Mutex<Vec<(String, String, Instant)>>,
     /// shard -> when `SHARD_END` was checkpointed (the moment before the write).
     pub ended: Mutex<HashMap<String, Instant>>,
-    /// (worker, shard, start, end) of each `process_records` call.
-    pub calls: Mutex<Vec<(String, String, Instant, Instant)>>,
+    /// Every `process_records` call.
+    pub calls: Mutex<Vec<Call>>,
+}
+
+/// One `process_records` call of one processor instance.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub worker: String,
+    pub shard: String,
+    /// The processor instance (one per lease acquisition).
+    pub instance: u64,
+    /// When the batch was dispatched (the call started).
+    pub start: Instant,
+    pub end: Instant,
 }
 
 impl Log {
@@ -224,14 +178,18 @@ impl Log {
     }
 }
 
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A processor that records deliveries and checkpoints every `every` records (so a lease that
-/// moves without a handoff replays up to `every - 1` records).
+/// moves without a handoff replays up to `every - 1` records). Like a careful application, it
+/// stops handling a batch once a checkpoint says the lease is lost.
 pub struct Recorder {
     pub worker: String,
     pub shard: String,
     pub log: Arc<Log>,
     pub every: usize,
     pub since_checkpoint: usize,
+    pub instance: u64,
 }
 
 impl Recorder {
@@ -248,6 +206,7 @@ impl Recorder {
             log: Arc::clone(&log),
             every,
             since_checkpoint: 0,
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -275,18 +234,21 @@ impl ShardProcessor for Recorder {
                 at: Instant::now(),
             });
             self.since_checkpoint += 1;
-            if self.since_checkpoint >= self.every
-                && checkpointer.checkpoint_at(record).await.is_ok()
-            {
-                self.since_checkpoint = 0;
+            if self.since_checkpoint >= self.every {
+                match checkpointer.checkpoint_at(record).await {
+                    Ok(()) => self.since_checkpoint = 0,
+                    Err(e) if e.label() == "lease_lost" => break,
+                    Err(_) => {}
+                }
             }
         }
-        self.log.calls.lock().unwrap().push((
-            self.worker.clone(),
-            batch.shard_id,
-            started,
-            Instant::now(),
-        ));
+        self.log.calls.lock().unwrap().push(Call {
+            worker: self.worker.clone(),
+            shard: batch.shard_id,
+            instance: self.instance,
+            start: started,
+            end: Instant::now(),
+        });
     }
 
     async fn shard_ended(&mut self, checkpointer: &Checkpointer) {
@@ -348,4 +310,103 @@ pub async fn check_parents_before_children(k: &aws_sdk_kinesis::Client, stream: 
             }
         }
     }
+}
+
+/// The processor-level overlap detector: for each shard, the span from the first to the last
+/// batch dispatched to each processor instance. Two instances whose spans overlap processed one
+/// shard at the same time. Returns a description of each overlap (none is the guarantee).
+pub fn overlapping_processing(log: &Log) -> Vec<String> {
+    let calls = log.calls.lock().unwrap().clone();
+    let mut spans: BTreeMap<(String, u64), (String, Instant, Instant)> = BTreeMap::new();
+    for c in &calls {
+        let span = spans.entry((c.shard.clone(), c.instance)).or_insert((
+            c.worker.clone(),
+            c.start,
+            c.start,
+        ));
+        span.1 = span.1.min(c.start);
+        span.2 = span.2.max(c.start);
+    }
+    let mut by_shard: BTreeMap<&str, Vec<(&str, Instant, Instant)>> = BTreeMap::new();
+    for ((shard, _), (worker, first, last)) in &spans {
+        by_shard
+            .entry(shard.as_str())
+            .or_default()
+            .push((worker.as_str(), *first, *last));
+    }
+    let mut overlaps = Vec::new();
+    for (shard, mut spans) in by_shard {
+        spans.sort_by_key(|s| s.1);
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                if b.1 <= a.2 {
+                    let t = |i: Instant| i.saturating_duration_since(*START);
+                    overlaps.push(format!(
+                        "{shard}: {} dispatched batches from {:?} to {:?}, {} from {:?} to {:?} (since the first test started)",
+                        a.0,
+                        t(a.1),
+                        t(a.2),
+                        b.0,
+                        t(b.1),
+                        t(b.2),
+                    ));
+                }
+            }
+        }
+    }
+    overlaps
+}
+
+/// The clock [`overlapping_processing`] reports times against (the first test's start).
+static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+/// What a run delivered, against what was produced.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Events delivered more than once (after a lease moved without a handoff).
+    pub duplicates: usize,
+    /// Events delivered before an earlier event of their key.
+    pub order_violations: usize,
+    /// Events produced and never delivered.
+    pub lost: u64,
+}
+
+/// Counts, without panicking, what [`check_order_and_completeness`] asserts.
+pub fn tally(log: &Log, per_key: &BTreeMap<String, u64>) -> Tally {
+    let deliveries = log.deliveries.lock().unwrap().clone();
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut t = Tally::default();
+    for d in deliveries {
+        if !seen.insert((d.key.clone(), d.seq)) {
+            t.duplicates += 1;
+            continue;
+        }
+        let expected = next.entry(d.key.clone()).or_insert(0);
+        if d.seq != *expected {
+            t.order_violations += 1;
+        }
+        *expected = (*expected).max(d.seq + 1);
+    }
+    for (key, count) in per_key {
+        let delivered = seen.iter().filter(|(k, _)| k == key).count() as u64;
+        t.lost += count.saturating_sub(delivered);
+    }
+    t
+}
+
+/// Pairs of `process_records` calls of two instances on one shard that overlap in time (calls
+/// that ran past their worker's tenure: a processor limit, not asserted).
+pub fn overlapping_calls(log: &Log) -> usize {
+    let calls = log.calls.lock().unwrap().clone();
+    let mut n = 0;
+    for (i, a) in calls.iter().enumerate() {
+        for b in &calls[i + 1..] {
+            if a.shard == b.shard && a.instance != b.instance && a.start < b.end && b.start < a.end
+            {
+                n += 1;
+            }
+        }
+    }
+    n
 }

@@ -4,8 +4,12 @@
 //! variables: `scripts/emulators.sh start && eval "$(scripts/emulators.sh env)"`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod chaos;
 mod common;
 mod faults;
+mod lagging;
 mod lifecycle;
+mod proxy;
 mod race;
 mod reshard;
+mod stalls;

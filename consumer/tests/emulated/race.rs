@@ -1,6 +1,6 @@
 //! Lease safety under contention, live against the emulators.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,25 +148,9 @@ async fn workers_joining_mid_stream_never_process_a_shard_concurrently() {
     )
     .await;
 
-    // No overlapping process_records calls on one shard by two workers.
-    let calls = log.calls.lock().unwrap().clone();
-    let mut by_shard: HashMap<&str, Vec<_>> = HashMap::new();
-    for (w, s, start, end) in &calls {
-        by_shard
-            .entry(s.as_str())
-            .or_default()
-            .push((start, end, w));
-    }
-    for (shard, mut spans) in by_shard {
-        spans.sort();
-        for pair in spans.windows(2) {
-            let ((_, end_a, wa), (start_b, _, wb)) = (pair[0], pair[1]);
-            assert!(
-                wa == wb || end_a <= start_b,
-                "{wa} and {wb} processed {shard} at the same time"
-            );
-        }
-    }
+    // No shard processed by two workers at once.
+    let overlaps = overlapping_processing(&log);
+    assert!(overlaps.is_empty(), "{overlaps:#?}");
 
     let per_key: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), rounds)).collect();
     let duplicates = check_order_and_completeness(&log, &per_key);
@@ -179,4 +163,73 @@ async fn workers_joining_mid_stream_never_process_a_shard_concurrently() {
     for w in workers {
         w.shutdown().await;
     }
+}
+
+/// Regression (issue 11, item 2): a second steal while a handoff is under way must be refused.
+/// Otherwise the marker would name the first thief, and the original owner (still processing
+/// until it hands off) and the newest owner could both run the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_steal_cannot_overwrite_an_ongoing_handoff() {
+    let Some(aws) = aws().await else { return };
+    let store = LeaseStore::new(aws.dynamodb.clone(), unique("steal"));
+    store.ensure_table().await.unwrap();
+    store
+        .create_if_absent(&Lease::new("shard-0", Checkpoint::TrimHorizon))
+        .await
+        .unwrap();
+    let counter = store.take("shard-0", 0, None, "victim").await.unwrap();
+    store
+        .steal("shard-0", counter, "thief-1", "victim")
+        .await
+        .unwrap();
+    let row = store.get("shard-0").await.unwrap().unwrap();
+    assert_eq!(row.checkpoint_owner.as_deref(), Some("victim"));
+    // The second thief read the row after the first steal: owner thief-1, same counter.
+    let second = store
+        .steal("shard-0", row.lease_counter, "thief-2", "thief-1")
+        .await;
+    assert!(
+        second.as_ref().is_err_and(|e| e.is_condition_failed()),
+        "second steal: {second:?}"
+    );
+    let row = store.get("shard-0").await.unwrap().unwrap();
+    assert_eq!(row.lease_owner.as_deref(), Some("thief-1"));
+    assert_eq!(row.checkpoint_owner.as_deref(), Some("victim"));
+}
+
+/// Regression (issue 11, item 2): a take planned from a scan made before a steal must not land
+/// after it. A steal leaves `leaseCounter` alone, so a take conditional on the counter only
+/// overwrote the handoff marker (and the new owner) of a handoff under way. Take and steal are
+/// now one acquire, conditional on the owner and marker the scan saw as well as the counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_planned_before_a_steal_cannot_overwrite_its_handoff() {
+    let Some(aws) = aws().await else { return };
+    let store = LeaseStore::new(aws.dynamodb.clone(), unique("steal"));
+    store.ensure_table().await.unwrap();
+    store
+        .create_if_absent(&Lease::new("shard-0", Checkpoint::TrimHorizon))
+        .await
+        .unwrap();
+    let counter = store.take("shard-0", 0, None, "victim").await.unwrap();
+    // Another worker scans: owned by victim at `counter` (and, say, expired for it).
+    let seen = store.get("shard-0").await.unwrap().unwrap();
+    store
+        .steal("shard-0", counter, "thief", "victim")
+        .await
+        .unwrap();
+    let late = store
+        .take(
+            "shard-0",
+            seen.lease_counter,
+            seen.lease_owner.as_deref(),
+            "latecomer",
+        )
+        .await;
+    assert!(
+        late.as_ref().is_err_and(|e| e.is_condition_failed()),
+        "a take from a stale scan overwrote the handoff: {late:?}"
+    );
+    let row = store.get("shard-0").await.unwrap().unwrap();
+    assert_eq!(row.lease_owner.as_deref(), Some("thief"));
+    assert_eq!(row.checkpoint_owner.as_deref(), Some("victim"));
 }
