@@ -1,0 +1,192 @@
+//! [`WorkerConfig`]: the settings of a worker and the intervals derived from them.
+
+use std::time::Duration;
+
+use crate::ownership::BalancePolicy;
+use crate::shards::InitialPosition;
+
+/// Settings of a [`Worker`].
+///
+/// ```
+/// use std::time::Duration;
+/// use shardctl_consumer::WorkerConfig;
+/// let config = WorkerConfig::new("events", "billing-consumer")
+///     .with_failover(Duration::from_secs(3))
+///     .with_worker_id("worker-a");
+/// assert_eq!(config.renew_interval(), Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Kinesis stream to consume.
+    pub stream_name: String,
+    /// Lease table (one per consumer application).
+    pub table_name: String,
+    /// This worker's id, written as `leaseOwner`. Must be unique in the fleet.
+    pub worker_id: String,
+    /// Failover time: a lease not renewed for this long is taken by another worker. Default 10 s.
+    ///
+    /// # Warning
+    /// Short values fail over faster but cost more DynamoDB writes and make leases move on
+    /// short stalls (GC-free, but a slow network counts).
+    pub failover: Duration,
+    /// Where shards without history start. Default `TRIM_HORIZON`.
+    pub initial_position: InitialPosition,
+    /// `Limit` of each `GetRecords` call (1..=10000). Default 10000.
+    pub max_records_per_call: i32,
+    /// Wait between reads when a shard is caught up. Default 1 s (never below 200 ms).
+    pub idle_poll_interval: Duration,
+    /// How often the stream's shard list is synced into the lease table. Default 60 s; a shard
+    /// that ends also creates its children's leases at once.
+    pub shard_sync_interval: Duration,
+    /// At most this many leases stolen per round. Default 1.
+    pub max_steal_at_once: usize,
+    /// Upper bound of leases held by this worker. Default unbounded.
+    pub max_leases_per_worker: usize,
+    /// How often finished leases are deleted under KCL's precondition (every child started, no
+    /// parent row left), so the table stops growing; `None` keeps every row. Default 5 minutes,
+    /// KCL's completed-lease cleanup interval.
+    pub lease_cleanup_interval: Option<Duration>,
+}
+
+impl WorkerConfig {
+    /// Defaults with a random worker id.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// let config = WorkerConfig::new("events", "app");
+    /// assert_eq!(config.failover.as_secs(), 10);
+    /// ```
+    pub fn new(stream_name: impl Into<String>, table_name: impl Into<String>) -> Self {
+        Self {
+            stream_name: stream_name.into(),
+            table_name: table_name.into(),
+            worker_id: uuid::Uuid::new_v4().to_string(),
+            failover: Duration::from_secs(10),
+            initial_position: InitialPosition::TrimHorizon,
+            max_records_per_call: 10_000,
+            idle_poll_interval: Duration::from_secs(1),
+            shard_sync_interval: Duration::from_secs(60),
+            max_steal_at_once: 1,
+            max_leases_per_worker: usize::MAX,
+            lease_cleanup_interval: Some(Duration::from_secs(300)),
+        }
+    }
+
+    /// Sets how often finished leases are cleaned up (`None`: never).
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_lease_cleanup_interval(None);
+    /// assert!(c.lease_cleanup_interval.is_none());
+    /// ```
+    pub fn with_lease_cleanup_interval(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.lease_cleanup_interval = interval;
+        self
+    }
+
+    /// Sets the failover time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_failover(Duration::from_secs(3));
+    /// assert_eq!(c.failover, Duration::from_secs(3));
+    /// ```
+    pub fn with_failover(mut self, failover: Duration) -> Self {
+        self.failover = failover;
+        self
+    }
+
+    /// Sets the worker id.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").with_worker_id("w1").worker_id, "w1");
+    /// ```
+    pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = id.into();
+        self
+    }
+
+    /// Sets the idle poll interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_idle_poll_interval(Duration::from_millis(250));
+    /// assert_eq!(c.idle_poll_interval.as_millis(), 250);
+    /// ```
+    pub fn with_idle_poll_interval(mut self, interval: Duration) -> Self {
+        self.idle_poll_interval = interval;
+        self
+    }
+
+    /// Sets the shard sync interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shardctl_consumer::WorkerConfig;
+    /// let c = WorkerConfig::new("s", "t").with_shard_sync_interval(Duration::from_secs(5));
+    /// assert_eq!(c.shard_sync_interval.as_secs(), 5);
+    /// ```
+    pub fn with_shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.shard_sync_interval = interval;
+        self
+    }
+
+    /// The instant of [`InitialPosition::AtTimestamp`], if configured.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert!(WorkerConfig::new("s", "t").at_timestamp().is_none());
+    /// ```
+    pub fn at_timestamp(&self) -> Option<std::time::SystemTime> {
+        match self.initial_position {
+            InitialPosition::AtTimestamp(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Renewal period: a third of the failover time.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").renew_interval().as_millis(), 3333);
+    /// ```
+    pub fn renew_interval(&self) -> Duration {
+        self.failover / 3
+    }
+
+    /// Bound of every lease-table call: a quarter of the failover time. A hung call fails after
+    /// it and costs one renewal attempt of one lease, never the tenure (renewals come every
+    /// third of the failover time, and the tenure lasts a whole one).
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").lease_call_timeout().as_millis(), 2500);
+    /// ```
+    pub fn lease_call_timeout(&self) -> Duration {
+        self.failover / 4
+    }
+
+    /// Period of the lease-taking round (a table scan): an eighth of the failover time (at least
+    /// 100 ms). The expiry clock starts when a scan first sees a counter, and the take happens at
+    /// the first round after it ran out, so a dead worker's leases move within about
+    /// `failover + 2 * take_interval` = 1.25 failover times of its last renewal.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert_eq!(WorkerConfig::new("s", "t").take_interval().as_millis(), 1250);
+    /// ```
+    pub fn take_interval(&self) -> Duration {
+        (self.failover / 8).max(Duration::from_millis(100))
+    }
+
+    pub(super) fn balance_policy(&self) -> BalancePolicy {
+        BalancePolicy {
+            failover: self.failover,
+            max_steal_at_once: self.max_steal_at_once,
+            max_leases_per_worker: self.max_leases_per_worker,
+        }
+    }
+}
