@@ -31,11 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TimeToLiveSpecification};
 use futures::StreamExt;
+use shardctl_lease::sdk::TableSpec;
 use tracing::{debug, info, warn};
 
 use crate::processor::{Checkpointer, InitInput, Record, RecordBatch, ShardProcessor};
@@ -206,30 +204,15 @@ impl DedupStore {
     pub async fn ensure_table(&self) -> Result<(), DedupError> {
         let dynamo =
             |operation: &'static str, message: String| DedupError::Dynamo { operation, message };
-        let definition = AttributeDefinition::builder()
-            .attribute_name(EVENT_ID)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| dynamo("CreateTable", e.to_string()))?;
-        let key = KeySchemaElement::builder()
-            .attribute_name(EVENT_ID)
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| dynamo("CreateTable", e.to_string()))?;
-        match self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .attribute_definitions(definition)
-            .key_schema(key)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-        {
+        let request = TableSpec {
+            hash_key: EVENT_ID,
+            range_key: None,
+        }
+        .create_request(&self.client, &self.table)
+        .map_err(|e| dynamo("CreateTable", e.to_string()))?;
+        match request.send().await {
             Ok(_) => info!(table = %self.table, "dedup table created"),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) if TableSpec::already_exists(&e) => {}
             Err(e) => return Err(dynamo("CreateTable", DisplayErrorContext(&e).to_string())),
         }
         wait_table_active(&self.client, &self.table).await?;

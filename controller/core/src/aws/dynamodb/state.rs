@@ -7,11 +7,9 @@ use crate::aws::{build_error, malformed};
 use crate::backend::{BackendError, JournalEntry, LeaderRecord, LeaderToken, StateStore};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, ConditionCheck, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TableStatus, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TableStatus, TransactWriteItem};
 use chrono::{DateTime, Utc};
+use shardctl_lease::sdk::TableSpec;
 use shardctl_policies::history::{OperationOutcome, OperationRecord};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,35 +87,16 @@ impl DynamoStateStore {
     }
 
     async fn create(&self) -> Result<(), BackendError> {
-        let attribute = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| build_error(CREATE_TABLE, e))
+        let spec = TableSpec {
+            hash_key: PK,
+            range_key: Some(SK),
         };
-        let key = |name: &str, key_type: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(key_type)
-                .build()
-                .map_err(|e| build_error(CREATE_TABLE, e))
-        };
-        let attributes = vec![attribute(PK)?, attribute(SK)?];
-        let keys = vec![key(PK, KeyType::Hash)?, key(SK, KeyType::Range)?];
         self.retrier
             .call(CREATE_TABLE, Idempotency::Idempotent, || async {
-                let created = self
-                    .client
-                    .create_table()
-                    .table_name(&self.table)
-                    .set_attribute_definitions(Some(attributes.clone()))
-                    .set_key_schema(Some(keys.clone()))
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .send()
-                    .await
-                    .map_err(|e| classify(CREATE_TABLE, e));
-                match created {
+                let request = spec
+                    .create_request(&self.client, &self.table)
+                    .map_err(|e| build_error(CREATE_TABLE, e))?;
+                match request.send().await.map_err(|e| classify(CREATE_TABLE, e)) {
                     // Another replica created it first: fine, `ensure` waits for ACTIVE.
                     Ok(_) | Err(BackendError::ResourceInUse { .. }) => Ok(()),
                     Err(error) => Err(error),
