@@ -9,6 +9,9 @@
 //!
 //! Needs the emulators (`scripts/test.sh` starts them). Takes about as long as kcl-rs's lease
 //! cleanup (about 5-6 minutes with its defaults).
+//!
+//! Longer than 500 lines by choice: driving a foreign fleet (its process, its table, its cleanup)
+//! takes set-up no other test needs; the shared emulator helpers live in `shardctl-test-support`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;

@@ -8,6 +8,9 @@
 //! Prints: records lost, order violations, time from surge to split, time from split to child
 //! processing, controller failover. Shard-level metrics are published by the harness from what
 //! the producer wrote (no emulator publishes them), per minute, as CloudWatch would.
+//!
+//! Longer than 500 lines by choice: one scenario, from producer to controller failover, with the
+//! harness that publishes the metrics and the analysis of what the consumers saw.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{Timelike, Utc};

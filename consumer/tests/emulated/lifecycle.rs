@@ -1,4 +1,7 @@
 //! Processor lifecycle: `shard_ended` without `SHARD_END`, graceful shutdown handing shards over.
+//!
+//! Longer than 500 lines by choice: each test drives a real worker fleet through one lifecycle
+//! transition end to end, and the processors recording what they saw are shared by all of them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,9 @@
 //! with scripted responses (throttling, `LimitExceeded`, 5xx, cancelled transactions, malformed
 //! bodies, extra pages). Proves classification, the retry layer and paging end to end through
 //! the real SDK clients. Needs no emulator.
+//!
+//! Longer than 500 lines by choice: the scripted wire server and one test per fault class it
+//! answers with; each test reads as the response it scripts and the behaviour it expects.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,9 @@
 //! The reconcile cycle against the emulators: kinesis-local (Kinesis) and moto (DynamoDB,
 //! CloudWatch), with shard-level metrics injected through `PutMetricData`.
+//!
+//! Longer than 500 lines by choice: ten scenarios of one cycle against one set of emulators, each
+//! a situation an operator meets (hot shard, cold pair, missing metrics, held by a lagging
+//! group, ...); the shared set-up is in `shardctl-test-support`.
 #![allow(clippy::unwrap_used)]
 
 use crate::support::*;

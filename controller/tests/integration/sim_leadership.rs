@@ -14,6 +14,9 @@
 //! `SHARDCTL_SIM_HA_ROUNDS` sets the rounds (default 8,640 rounds of 10 s, a simulated day),
 //! `SHARDCTL_SIM_HA_SEED` the seed: `SHARDCTL_SIM_HA_ROUNDS=100000 cargo test --release -p shardctl
 //! --test integration sim_leadership::` runs more.
+//!
+//! Longer than 500 lines by choice: one harness (replicas, pauses, the world's record) and the
+//! checks that cross-examine it belong together; the sections below follow that order.
 
 use chrono::{DateTime, Utc};
 use shardctl_controller::backend::{
