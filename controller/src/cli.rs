@@ -2,6 +2,8 @@
 //! [`crate::commands`]).
 
 use crate::commands;
+use crate::commands::plan::Output;
+use crate::commands::schema::SchemaKind;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -138,24 +140,6 @@ pub enum Command {
         #[arg(long, env = "SHARDCTL_LEADER_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
         leader_lease: std::time::Duration,
     },
-}
-
-/// Which JSON Schema to print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SchemaKind {
-    /// The policy file.
-    Policy,
-    /// The snapshot file.
-    Snapshot,
-}
-
-/// How decisions are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// A table for people.
-    Table,
-    /// JSON for machines.
-    Json,
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {

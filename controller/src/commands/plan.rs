@@ -1,7 +1,6 @@
 //! `shardctl plan`: what the controller would do now (live, from AWS) or at a snapshot
 //! (offline). Changes nothing in either mode.
 
-use crate::cli::Output;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use shardctl_controller::aws;
@@ -14,6 +13,15 @@ use shardctl_policies::plan::Decision;
 use shardctl_policies::{PolicyFile, StreamPolicy};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// How decisions are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON for machines.
+    Json,
+}
 
 /// The live `shardctl plan`: observe, plan, print. Reads only.
 pub async fn live(

@@ -1,7 +1,15 @@
 //! `shardctl schema`: prints the JSON Schema of the policy or snapshot format.
 
-use crate::cli::SchemaKind;
 use std::process::ExitCode;
+
+/// Which JSON Schema to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaKind {
+    /// The policy file.
+    Policy,
+    /// The snapshot file.
+    Snapshot,
+}
 
 /// Prints the schema of `kind`.
 pub fn run(kind: SchemaKind) -> ExitCode {
