@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local AWS emulators for the integration tests.
 #
-#   scripts/emulators.sh install   install kinesis-local (npm), moto and kcl-rs (PyPI) into .emulators/
+#   scripts/emulators.sh install   install kinesis-local (npm), moto, kcl-rs and aws-kinesis-agg (PyPI) into .emulators/
 #   scripts/emulators.sh start     install, start both in the background, wait until they answer
 #   scripts/emulators.sh stop      stop both (idempotent)
 #   scripts/emulators.sh env       print the export lines the tests and the SDK read
@@ -19,6 +19,9 @@ MOTO_VERSION="5.2.5"
 # kcl-rs: a Rust port of the Java KCL 3.x with Python bindings (same lease table schema). The
 # tests run a real KCL consumer fleet with it (tests/kcl/fleet.py, under $SHARDCTL_PYTHON).
 KCL_RS_VERSION="0.1.4"
+# aws-kinesis-agg: AWS's KPL-format aggregator for producers without the KPL. The consumer's tests
+# de-aggregate records it wrote (tests/kpl/aggregate.py).
+AWS_KINESIS_AGG_VERSION="1.2.3"
 KINESIS_PORT="${SHARDCTL_KINESIS_PORT:-4567}"
 KINESIS_TLS_PORT="$((KINESIS_PORT + 1))"
 MOTO_PORT="${SHARDCTL_MOTO_PORT:-5000}"
@@ -101,11 +104,25 @@ install_kcl_rs() {
     }
 }
 
+# Into the same venv, beside kcl-rs.
+install_kinesis_agg() {
+    if "$EMU/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('aws-kinesis-agg') != '$AWS_KINESIS_AGG_VERSION')" 2>/dev/null; then
+        return
+    fi
+    log "installing aws-kinesis-agg==$AWS_KINESIS_AGG_VERSION"
+    "$EMU/venv/bin/python" -m pip install --quiet --disable-pip-version-check "aws-kinesis-agg==$AWS_KINESIS_AGG_VERSION" >&2
+    "$EMU/venv/bin/python" -c "from aws_kinesis_agg.aggregator import RecordAggregator" || {
+        log "aws-kinesis-agg installed but its aggregator does not import in $EMU/venv"
+        exit 1
+    }
+}
+
 cmd_install() {
     mkdir -p "$EMU"
     install_kinesis
     install_moto
     install_kcl_rs
+    install_kinesis_agg
 }
 
 # is_running NAME -> 0 if the pid file names a live process

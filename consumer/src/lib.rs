@@ -100,6 +100,7 @@
 pub mod dedup;
 pub mod drain;
 pub mod lease;
+mod metrics;
 pub mod ownership;
 pub mod processor;
 pub mod producer;
@@ -109,4 +110,5 @@ pub mod store;
 pub mod worker;
 
 pub use lease::{Checkpoint, Lease};
+pub use metrics::ConsumerMetrics;
 pub use worker::{Worker, WorkerConfig, WorkerError};

@@ -30,16 +30,29 @@ use crate::lease::Checkpoint;
 use crate::ownership::Tenure;
 use crate::store::{LeaseStore, LeaseStoreError};
 
-/// One Kinesis record.
+/// One record as the processor sees it: a Kinesis record, or one user record of a KPL aggregate
+/// (see [`WorkerConfig::deaggregate`](crate::WorkerConfig::deaggregate)).
+///
+/// Its position in the shard is (`sequence_number`, `sub_sequence_number`): the user records of
+/// one aggregate share the aggregate's sequence number and are numbered 0, 1, 2, ... after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Sequence number (decimal string, unique within the shard, increasing).
+    /// Sequence number (decimal string, unique within the shard, increasing); for a user record
+    /// of an aggregate, the aggregate's.
     pub sequence_number: String,
-    /// Partition key the producer used.
+    /// Position within the aggregate (0 for a record that is not a user record of one).
+    pub sub_sequence_number: u64,
+    /// Whether this is a user record taken out of a KPL aggregate (KCL's `aggregated()`).
+    pub aggregated: bool,
+    /// Partition key the producer gave this record (a user record's own key, not the
+    /// aggregate's).
     pub partition_key: String,
+    /// Explicit hash key of a user record of an aggregate, if its producer set one. Kinesis does
+    /// not return the explicit hash key of a plain record.
+    pub explicit_hash_key: Option<String>,
     /// Payload.
     pub data: Bytes,
-    /// When Kinesis accepted the record, if reported.
+    /// When Kinesis accepted the record (for a user record, its aggregate), if reported.
     pub approximate_arrival: Option<SystemTime>,
 }
 
@@ -78,18 +91,20 @@ pub enum CheckpointError {
         /// Shard id.
         lease_key: String,
     },
-    /// The sequence number is before the lease's current checkpoint (KCL refuses it too).
+    /// The position is before the lease's current checkpoint (KCL refuses it too). Positions
+    /// are (sequence number, sub-sequence number) pairs, shown as `sequence.sub` when the
+    /// sub-sequence number is not 0.
     #[error("checkpoint {requested} on {lease_key} is before its current checkpoint {current}")]
     Backwards {
         /// Shard id.
         lease_key: String,
-        /// The sequence number asked for.
+        /// The position asked for.
         requested: String,
         /// The checkpoint the lease has.
         current: String,
     },
-    /// The sequence number is past the last record handed to the processor (KCL refuses it too):
-    /// a checkpoint there would skip records nobody processed.
+    /// The position is past the last record handed to the processor (KCL refuses it too): a
+    /// checkpoint there would skip records nobody processed.
     #[error(
         "checkpoint {requested} on {lease_key} is past the last record delivered ({})",
         delivered.as_deref().unwrap_or("none yet")
@@ -97,9 +112,9 @@ pub enum CheckpointError {
     BeyondDelivered {
         /// Shard id.
         lease_key: String,
-        /// The sequence number asked for.
+        /// The position asked for.
         requested: String,
-        /// The last record delivered, if any.
+        /// The position of the last record delivered, if any.
         delivered: Option<String>,
     },
     /// The value is not a Kinesis sequence number (1 to 128 decimal digits).
@@ -159,7 +174,7 @@ pub(crate) type SharedLease = Arc<Mutex<LeaseCell>>;
 /// #   -> Result<(), shardctl_consumer::processor::CheckpointError> {
 /// // after handling every record of the batch:
 /// checkpointer.checkpoint().await?;
-/// // or after one record:
+/// // or after one record (for a user record of an aggregate: after it, within the aggregate):
 /// checkpointer.checkpoint_at(&batch.records[0]).await?;
 /// # Ok(()) }
 /// ```
@@ -169,7 +184,7 @@ pub(crate) type SharedLease = Arc<Mutex<LeaseCell>>;
 ///
 /// ```compile_fail
 /// let mut c = shardctl_consumer::processor::Checkpointer::unleased("shardId-000000000000");
-/// c.set_batch_end("42");
+/// c.set_batch_end("42", 0);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
@@ -179,8 +194,8 @@ pub struct Checkpointer {
     pub(crate) worker_id: String,
     pub(crate) failover: std::time::Duration,
     pub(crate) cell: SharedLease,
-    /// Last record handed to the processor (batch end), shared by clones.
-    pub(crate) last_delivered: Arc<StdMutex<Option<String>>>,
+    /// Position of the last record handed to the processor (batch end), shared by clones.
+    pub(crate) last_delivered: Arc<StdMutex<Option<(String, u64)>>>,
     /// Set when the shard ended: child shard ids to record with `SHARD_END`.
     pub(crate) ended_children: Option<BTreeSet<String>>,
 }
@@ -195,19 +210,20 @@ impl Checkpointer {
     /// ```
     pub async fn checkpoint(&self) -> Result<(), CheckpointError> {
         match self.delivered() {
-            Some(seq) => self.checkpoint_sequence(&seq).await,
+            Some((seq, sub)) => self.checkpoint_sub_sequence(&seq, sub).await,
             None => Ok(()),
         }
     }
 
-    fn delivered(&self) -> Option<String> {
+    fn delivered(&self) -> Option<(String, u64)> {
         self.last_delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    /// Checkpoints after `record`: processing resumes with the record that follows it.
+    /// Checkpoints after `record`: processing resumes with the record that follows it, also
+    /// within an aggregate (the checkpoint is at its sequence and sub-sequence number).
     ///
     /// ```no_run
     /// # async fn demo(c: shardctl_consumer::processor::Checkpointer, r: shardctl_consumer::processor::Record) -> Result<(), shardctl_consumer::processor::CheckpointError> {
@@ -215,12 +231,15 @@ impl Checkpointer {
     /// # Ok(()) }
     /// ```
     pub async fn checkpoint_at(&self, record: &Record) -> Result<(), CheckpointError> {
-        self.checkpoint_sequence(&record.sequence_number).await
+        self.checkpoint_sub_sequence(&record.sequence_number, record.sub_sequence_number)
+            .await
     }
 
-    /// Checkpoints after the record with `sequence_number`. It must be a sequence number, not
-    /// before the current checkpoint ([`CheckpointError::Backwards`]) and not past the last
-    /// record delivered ([`CheckpointError::BeyondDelivered`]), as KCL requires.
+    /// Checkpoints after the record with `sequence_number` (sub-sequence number 0, as KCL's
+    /// `checkpoint(sequenceNumber)`: for an aggregate, after its first user record only). It
+    /// must be a sequence number, not before the current checkpoint
+    /// ([`CheckpointError::Backwards`]) and not past the last record delivered
+    /// ([`CheckpointError::BeyondDelivered`]), as KCL requires.
     ///
     /// ```no_run
     /// # async fn demo(c: shardctl_consumer::processor::Checkpointer) -> Result<(), shardctl_consumer::processor::CheckpointError> {
@@ -228,10 +247,29 @@ impl Checkpointer {
     /// # Ok(()) }
     /// ```
     pub async fn checkpoint_sequence(&self, sequence_number: &str) -> Result<(), CheckpointError> {
+        self.checkpoint_sub_sequence(sequence_number, 0).await
+    }
+
+    /// Checkpoints after user record `sub_sequence_number` of the aggregate at
+    /// `sequence_number` (KCL's `checkpoint(sequenceNumber, subSequenceNumber)`); written to the
+    /// lease's `checkpoint` and `checkpointSubSequenceNumber`. The same rules as
+    /// [`Checkpointer::checkpoint_sequence`], on (sequence, sub-sequence) pairs.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: shardctl_consumer::processor::Checkpointer) -> Result<(), shardctl_consumer::processor::CheckpointError> {
+    /// // The first 13 user records (0 to 12) of this aggregate are done.
+    /// c.checkpoint_sub_sequence("49590338271490256608559692538361571095921575989136588898", 12).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint_sub_sequence(
+        &self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+    ) -> Result<(), CheckpointError> {
         if self.store.is_none() {
             return Err(self.lost());
         }
-        let requested = match Checkpoint::parse(sequence_number, 0) {
+        let requested = match Checkpoint::parse(sequence_number, sub_sequence_number) {
             Ok(c @ Checkpoint::Sequence { .. }) => c,
             Ok(_) | Err(_) => {
                 return Err(CheckpointError::InvalidSequenceNumber {
@@ -241,14 +279,13 @@ impl Checkpointer {
             }
         };
         let delivered = self.delivered();
-        if !delivered
-            .as_deref()
-            .is_some_and(|d| compare_sequence_numbers(sequence_number, d).is_le())
-        {
+        if !delivered.as_ref().is_some_and(|(seq, sub)| {
+            compare_positions((sequence_number, sub_sequence_number), (seq, *sub)).is_le()
+        }) {
             return Err(CheckpointError::BeyondDelivered {
                 lease_key: self.lease_key.clone(),
-                requested: sequence_number.to_owned(),
-                delivered,
+                requested: requested.to_string(),
+                delivered: delivered.map(|(seq, sub)| show_position(&seq, sub)),
             });
         }
         self.write(requested, &BTreeSet::new()).await
@@ -305,14 +342,19 @@ impl Checkpointer {
         }
     }
 
-    /// Records that `sequence_number` was the last record handed to the processor; what
+    /// Records the position of the last record handed to the processor; what
     /// [`Checkpointer::checkpoint`] writes and the furthest a checkpoint may go. Only the worker
     /// calls it, before each batch.
-    pub(crate) fn set_batch_end(&mut self, sequence_number: impl Into<String>) {
+    pub(crate) fn set_batch_end(
+        &mut self,
+        sequence_number: impl Into<String>,
+        sub_sequence_number: u64,
+    ) {
         *self
             .last_delivered
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sequence_number.into());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((sequence_number.into(), sub_sequence_number));
     }
 
     /// The shard this checkpointer writes to.
@@ -338,21 +380,26 @@ impl Checkpointer {
             return Err(self.lost());
         }
         if let Checkpoint::Sequence {
-            sequence_number, ..
+            sequence_number,
+            sub_sequence_number,
         } = &checkpoint
         {
             let backwards = match &cell.checkpoint {
                 Checkpoint::Sequence {
                     sequence_number: current,
-                    ..
-                } => compare_sequence_numbers(sequence_number, current).is_lt(),
+                    sub_sequence_number: current_sub,
+                } => compare_positions(
+                    (sequence_number, *sub_sequence_number),
+                    (current, *current_sub),
+                )
+                .is_lt(),
                 Checkpoint::ShardEnd => true,
                 Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => false,
             };
             if backwards {
                 return Err(CheckpointError::Backwards {
                     lease_key: self.lease_key.clone(),
-                    requested: sequence_number.clone(),
+                    requested: checkpoint.to_string(),
                     current: cell.checkpoint.to_string(),
                 });
             }
@@ -452,6 +499,20 @@ pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// Orders two (sequence number, sub-sequence number) positions: by sequence number, then by
+/// sub-sequence number (KCL's `ExtendedSequenceNumber` order).
+pub(crate) fn compare_positions(a: (&str, u64), b: (&str, u64)) -> Ordering {
+    compare_sequence_numbers(a.0, b.0).then(a.1.cmp(&b.1))
+}
+
+/// A position as messages show it: `sequence` or `sequence.sub` (as [`Checkpoint`] displays).
+fn show_position(sequence_number: &str, sub_sequence_number: u64) -> String {
+    match sub_sequence_number {
+        0 => sequence_number.to_owned(),
+        sub => format!("{sequence_number}.{sub}"),
+    }
+}
+
 /// The application's per-shard logic, in the spirit of the KCL record processor.
 ///
 /// Methods return futures that must be `Send`; implement them with `async fn`.
@@ -543,5 +604,46 @@ where
     type Processor = P;
     fn create(&self, shard_id: &str) -> P {
         self(shard_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn positions_order_by_sequence_then_sub_sequence() {
+        assert_eq!(compare_positions(("10", 0), ("9", 24)), Ordering::Greater);
+        assert_eq!(compare_positions(("10", 3), ("10", 12)), Ordering::Less);
+        assert_eq!(compare_positions(("010", 12), ("10", 12)), Ordering::Equal);
+        assert_eq!(show_position("10", 0), "10");
+        assert_eq!(show_position("10", 12), "10.12");
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_never_past_the_last_user_record_delivered() {
+        // Unleased: a checkpoint inside what was delivered fails only on the lease; past it, on
+        // the position, whatever the lease.
+        let mut c = Checkpointer::unleased("shardId-000000000000");
+        c.store = Some(crate::store::LeaseStore::new(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::Config::builder()
+                    .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                    .build(),
+            ),
+            "unused",
+        ));
+        c.set_batch_end("10", 24);
+        let beyond = c.checkpoint_sub_sequence("10", 25).await.unwrap_err();
+        assert_eq!(beyond.label(), "checkpoint_beyond_delivered");
+        assert_eq!(
+            beyond.to_string(),
+            "checkpoint 10.25 on shardId-000000000000 is past the last record delivered (10.24)"
+        );
+        for (seq, sub) in [("10", 24), ("10", 0), ("9", 99)] {
+            let err = c.checkpoint_sub_sequence(seq, sub).await.unwrap_err();
+            assert_eq!(err.label(), "lease_lost", "{seq}.{sub}");
+        }
     }
 }

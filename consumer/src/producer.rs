@@ -13,6 +13,16 @@
 //! partition key**, and a key's next event is sent only after the previous one was acknowledged.
 //! Many keys per request give the throughput; one key alone is sent one record per call.
 //!
+//! # Aggregation
+//!
+//! [`Producer::with_aggregation`] lifts the one-record-per-round-trip cap of a single key: the
+//! one record a key has in flight becomes a KPL aggregate of its queued events, in order (up to
+//! 51,200 bytes, the KPL's default), so a surging key sends a whole aggregate per round trip.
+//! Order holds for the same reason as above: a key still has one Kinesis record in flight. The
+//! consumers must split aggregates: this library does by default
+//! ([`WorkerConfig::deaggregate`](crate::WorkerConfig::deaggregate)), and so does every KCL.
+//! A key with one event queued sends it as a plain record.
+//!
 //! # Duplicates
 //!
 //! When a whole call fails (time-out, connection reset), Kinesis may still have written some of
@@ -31,6 +41,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::reader::backoff;
+use shardctl_kpl::{Aggregator, DEFAULT_MAX_AGGREGATE_BYTES, UserRecord};
 
 const MAGIC: &[u8; 4] = b"SCE1";
 const MAX_RECORDS_PER_CALL: usize = 500;
@@ -187,24 +198,31 @@ impl SendQueue {
         self.queues.iter().map(VecDeque::len).sum()
     }
 
-    /// The next request: the head event of distinct keys (never two of one key), starting after
-    /// the key where the previous request stopped, so no key starves.
-    fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Vec<usize> {
+    /// The next request: one record for each of distinct keys (never two of one key), starting
+    /// after the key where the previous request stopped, so no key starves. A record is the
+    /// key's head event, or with `aggregate` (an aggregate's byte limit) as many of its queued
+    /// events as fit one aggregate.
+    fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        aggregate: Option<usize>,
+    ) -> Vec<Unit> {
         let n = self.queues.len();
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         let mut last = None;
         for step in 0..n {
             let q = (self.cursor + step) % n;
-            let Some((event, data)) = self.queues[q].front() else {
+            let Some(unit) = self.unit(q, aggregate) else {
                 continue;
             };
-            let size = data.len() + event.partition_key.len();
+            let size = unit.data.len() + unit.partition_key.len();
             if batch.len() == max_records || (!batch.is_empty() && bytes + size > max_bytes) {
                 break;
             }
             bytes += size;
-            batch.push(q);
+            batch.push(unit);
             last = Some(q);
         }
         if let Some(last) = last {
@@ -213,17 +231,72 @@ impl SendQueue {
         batch
     }
 
-    fn head(&self, q: usize) -> Option<&(Event, Bytes)> {
-        self.queues.get(q).and_then(VecDeque::front)
+    /// The record queue `q` sends next (see [`SendQueue::next_batch`]).
+    fn unit(&self, q: usize, aggregate: Option<usize>) -> Option<Unit> {
+        let queue = self.queues.get(q)?;
+        let (head, head_data) = queue.front()?;
+        let plain = || Unit {
+            queue: q,
+            count: 1,
+            partition_key: head.partition_key.clone(),
+            data: head_data.clone(),
+        };
+        let Some(limit) = aggregate.filter(|_| queue.len() > 1) else {
+            return Some(plain());
+        };
+        let mut aggregator = Aggregator::with_max_bytes(limit);
+        let mut count = 0;
+        for (event, data) in queue {
+            match aggregator.add(UserRecord::new(event.partition_key.clone(), data.clone())) {
+                Ok(None) => count += 1,
+                // Full: it holds the first `count` events; the event that did not fit waits.
+                Ok(Some(full)) => {
+                    return Some(if count > 1 {
+                        Unit {
+                            queue: q,
+                            count,
+                            partition_key: full.partition_key,
+                            data: full.data,
+                        }
+                    } else {
+                        plain()
+                    });
+                }
+                // Too large for an aggregate of `limit`: it goes as a record of its own.
+                Err(_) => break,
+            }
+        }
+        match aggregator.flush() {
+            Some(full) if count > 1 => Some(Unit {
+                queue: q,
+                count,
+                partition_key: full.partition_key,
+                data: full.data,
+            }),
+            _ => Some(plain()),
+        }
     }
 
-    /// The head of queue `q` was written.
-    fn acknowledge(&mut self, q: usize) -> Option<Event> {
-        self.queues
-            .get_mut(q)
-            .and_then(VecDeque::pop_front)
-            .map(|(e, _)| e)
+    /// The record made of the first `count` events of queue `q` was written.
+    fn acknowledge(&mut self, q: usize, count: usize) -> Vec<Event> {
+        match self.queues.get_mut(q) {
+            Some(queue) => queue
+                .drain(..count.min(queue.len()))
+                .map(|(e, _)| e)
+                .collect(),
+            None => Vec::new(),
+        }
     }
+}
+
+/// One Kinesis record of a request: the first `count` events of queue `queue`, as one plain
+/// record (`count` 1) or one KPL aggregate.
+#[derive(Debug, Clone)]
+struct Unit {
+    queue: usize,
+    count: usize,
+    partition_key: String,
+    data: Bytes,
 }
 
 /// What one [`Producer::send`] did.
@@ -231,8 +304,10 @@ impl SendQueue {
 pub struct SendReport {
     /// `PutRecords` calls made.
     pub calls: u64,
-    /// Records acknowledged.
+    /// Events acknowledged.
     pub acknowledged: u64,
+    /// Kinesis records sent: events, or aggregates of them.
+    pub records: u64,
     /// Record sends that failed and were retried.
     pub retried: u64,
 }
@@ -255,6 +330,7 @@ pub struct Producer {
     client: Client,
     stream: String,
     max_attempts: u32,
+    aggregate: Option<usize>,
 }
 
 impl Producer {
@@ -270,7 +346,21 @@ impl Producer {
             client,
             stream: stream.into(),
             max_attempts: 12,
+            aggregate: None,
         }
+    }
+
+    /// Sends each key's queued events as one KPL aggregate (see [Aggregation](self#aggregation)),
+    /// or one record per event (`false`, the default).
+    ///
+    /// ```no_run
+    /// # fn demo(p: shardctl_consumer::producer::Producer) {
+    /// let p = p.with_aggregation(true);
+    /// # }
+    /// ```
+    pub fn with_aggregation(mut self, aggregate: bool) -> Self {
+        self.aggregate = aggregate.then_some(DEFAULT_MAX_AGGREGATE_BYTES);
+        self
     }
 
     /// Sets how many consecutive attempts without progress are made before giving up.
@@ -303,20 +393,18 @@ impl Producer {
             if queue.pending() == 0 {
                 return Ok(report);
             }
-            let batch = queue.next_batch(MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL);
+            let batch = queue.next_batch(MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL, self.aggregate);
             // `batch[i]` and `entries[i]` must stay aligned: results come back by position.
             let mut entries: Vec<PutRecordsRequestEntry> = Vec::with_capacity(batch.len());
-            for &q in &batch {
-                if let Some((event, data)) = queue.head(q) {
-                    let entry = PutRecordsRequestEntry::builder()
-                        .partition_key(event.partition_key.clone())
-                        .data(Blob::new(data.to_vec()))
-                        .build()
-                        .map_err(|e| ProduceError::Request {
-                            message: e.to_string(),
-                        })?;
-                    entries.push(entry);
-                }
+            for unit in &batch {
+                let entry = PutRecordsRequestEntry::builder()
+                    .partition_key(unit.partition_key.clone())
+                    .data(Blob::new(unit.data.to_vec()))
+                    .build()
+                    .map_err(|e| ProduceError::Request {
+                        message: e.to_string(),
+                    })?;
+                entries.push(entry);
             }
             report.calls += 1;
             let progress = match self
@@ -329,13 +417,15 @@ impl Producer {
             {
                 Ok(out) => {
                     let mut acked = 0;
-                    for (&q, result) in batch.iter().zip(out.records()) {
+                    let mut failed = 0;
+                    for (unit, result) in batch.iter().zip(out.records()) {
                         match result.error_code() {
                             None => {
-                                queue.acknowledge(q);
-                                acked += 1;
+                                acked += queue.acknowledge(unit.queue, unit.count).len() as u64;
+                                report.records += 1;
                             }
                             Some(code) => {
+                                failed += 1;
                                 report.retried += 1;
                                 last_error = format!(
                                     "{code}: {}",
@@ -346,7 +436,7 @@ impl Producer {
                     }
                     report.acknowledged += acked;
                     debug!(stream = %self.stream, sent = batch.len(), acked, "PutRecords done");
-                    if acked > 0 && (acked as usize) < batch.len() {
+                    if acked > 0 && failed > 0 {
                         // Partial failures are usually throttling: give the shards a moment.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -399,13 +489,15 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever records fail, each request holds at most one event per key, only failed
-        /// events are sent again, and every key's events are written in their original order.
+        /// Whatever records fail, each request holds at most one record per key, only failed
+        /// records are sent again, every key's events are written in their original order, and
+        /// an aggregate holds its key's next events in order.
         #[test]
         fn retries_only_failed_records_and_keeps_per_key_order(
             per_key in proptest::collection::vec(0usize..15, 1..6),
             failures in proptest::collection::vec(any::<bool>(), 0..300),
             max_records in 1usize..8,
+            aggregate in proptest::option::of(60usize..400),
         ) {
             let mut events = Vec::new();
             let mut round = 0;
@@ -428,18 +520,31 @@ mod tests {
             while queue.pending() > 0 {
                 requests += 1;
                 prop_assert!(requests < 10_000, "no progress");
-                let batch = queue.next_batch(max_records, usize::MAX);
+                let batch = queue.next_batch(max_records, usize::MAX, aggregate);
                 prop_assert!(!batch.is_empty());
-                let keys: HashSet<&str> =
-                    batch.iter().map(|&q| queue.head(q).unwrap().0.partition_key.as_str()).collect();
-                prop_assert_eq!(keys.len(), batch.len(), "two events of one key in a request");
-                for q in batch {
-                    let id = queue.head(q).unwrap().0.id;
-                    *sends.entry(id).or_default() += 1;
+                let keys: HashSet<&str> = batch.iter().map(|u| u.partition_key.as_str()).collect();
+                prop_assert_eq!(keys.len(), batch.len(), "two records of one key in a request");
+                for unit in batch {
+                    let events: Vec<(Event, Bytes)> =
+                        queue.queues[unit.queue].iter().take(unit.count).cloned().collect();
+                    prop_assert_eq!(events.len(), unit.count);
+                    let data: Vec<Bytes> = match shardctl_kpl::deaggregate(&unit.data).unwrap() {
+                        Some(users) => {
+                            prop_assert!(aggregate.is_some_and(|limit| unit.data.len() + unit.partition_key.len() <= limit));
+                            users.into_iter().map(|u| u.data).collect()
+                        }
+                        None => vec![unit.data.clone()],
+                    };
+                    prop_assert_eq!(data, events.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
+                    for (event, _) in &events {
+                        *sends.entry(event.id).or_default() += 1;
+                    }
                     if failures.next().unwrap_or(false) {
-                        *failed.entry(id).or_default() += 1;
+                        for (event, _) in &events {
+                            *failed.entry(event.id).or_default() += 1;
+                        }
                     } else {
-                        written.push(queue.acknowledge(q).unwrap());
+                        written.extend(queue.acknowledge(unit.queue, unit.count));
                     }
                 }
             }
@@ -453,6 +558,19 @@ mod tests {
                 prop_assert_eq!(sends[&e.id], 1 + failed.get(&e.id).copied().unwrap_or(0));
             }
         }
+    }
+
+    /// One key with many events queued: aggregated, a request carries many of them in one record.
+    #[test]
+    fn aggregation_sends_one_keys_queue_in_one_record() {
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event::new("org-1", format!("{i}")))
+            .collect();
+        let mut plain = SendQueue::new(events.clone()).unwrap();
+        assert_eq!(plain.next_batch(500, usize::MAX, None)[0].count, 1);
+        let mut aggregated = SendQueue::new(events).unwrap();
+        let batch = aggregated.next_batch(500, usize::MAX, Some(DEFAULT_MAX_AGGREGATE_BYTES));
+        assert_eq!((batch.len(), batch[0].count), (1, 100));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,23 +23,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use shardctl_test_support::{
     Clients, ShardMinute, clients, create_stream, eventually_every, is_open, list_shards,
-    put_shard_metrics, shardctl_binary, shardctl_run, temp_dir, unique, unix_minute, wait_active,
-    write_policy,
+    peer_python, put_shard_metrics, repo_root, shardctl_binary, shardctl_run, temp_dir, unique,
+    unix_minute, wait_active, write_policy,
 };
 
 /// How often the test polls.
 const POLL: Duration = Duration::from_millis(500);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var("SHARDCTL_PYTHON").expect(
-        "SHARDCTL_PYTHON is not set: start the emulators and test peers with \
-         `scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\"` (scripts/test.sh does)",
-    ))
-}
 
 /// One kcl-rs worker; killed when dropped.
 struct KclWorker(Child);
@@ -52,8 +41,8 @@ impl Drop for KclWorker {
 }
 
 fn kcl_worker(stream: &str, app: &str, id: &str, out: &Path, log: &Path) -> KclWorker {
-    let child = Command::new(python())
-        .arg(repo().join("tests/kcl/fleet.py"))
+    let child = Command::new(peer_python())
+        .arg(repo_root().join("tests/kcl/fleet.py"))
         .args(["--stream", stream, "--app", app, "--worker-id", id])
         .arg("--out")
         .arg(out)

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::metrics::ConsumerMetrics;
 use crate::ownership::BalancePolicy;
 use crate::shards::InitialPosition;
 
@@ -46,6 +47,19 @@ pub struct WorkerConfig {
     /// parent row left), so the table stops growing; `None` keeps every row. Default 5 minutes,
     /// KCL's completed-lease cleanup interval.
     pub lease_cleanup_interval: Option<Duration>,
+    /// Split KPL aggregates into their user records (see [`crate::reader::deaggregate`]), as
+    /// KCL always does. Default on.
+    ///
+    /// # Warning
+    /// Off, processors get aggregates as they are (sub-sequence number 0), and a checkpoint that
+    /// a splitting consumer (this library with the option on, or KCL) wrote *within* an
+    /// aggregate makes that aggregate come again whole; a checkpoint at it is then refused as
+    /// [`Backwards`](crate::processor::CheckpointError::Backwards) (the lease is already within
+    /// it), while checkpoints at later records work.
+    pub deaggregate: bool,
+    /// Where the worker reports lag, throughput, checkpoint age and lease movements (see
+    /// [`ConsumerMetrics`]). Default none.
+    pub metrics: Option<ConsumerMetrics>,
 }
 
 impl WorkerConfig {
@@ -69,7 +83,35 @@ impl WorkerConfig {
             max_steal_at_once: 1,
             max_leases_per_worker: usize::MAX,
             lease_cleanup_interval: Some(Duration::from_secs(300)),
+            deaggregate: true,
+            metrics: None,
         }
+    }
+
+    /// Reports the worker's metrics to `metrics` (registered on the application's registry).
+    ///
+    /// ```
+    /// use prometheus_client::registry::Registry;
+    /// use shardctl_consumer::{ConsumerMetrics, WorkerConfig};
+    /// let mut registry = Registry::default();
+    /// let c = WorkerConfig::new("s", "t").with_metrics(ConsumerMetrics::register(&mut registry));
+    /// assert!(c.metrics.is_some());
+    /// ```
+    pub fn with_metrics(mut self, metrics: ConsumerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Turns the splitting of KPL aggregates on (the default) or off.
+    ///
+    /// ```
+    /// use shardctl_consumer::WorkerConfig;
+    /// assert!(WorkerConfig::new("s", "t").deaggregate);
+    /// assert!(!WorkerConfig::new("s", "t").with_deaggregation(false).deaggregate);
+    /// ```
+    pub fn with_deaggregation(mut self, deaggregate: bool) -> Self {
+        self.deaggregate = deaggregate;
+        self
     }
 
     /// Sets how often finished leases are cleaned up (`None`: never).

@@ -53,6 +53,9 @@ impl<F: ProcessorFactory> Inner<F> {
                     let held: std::collections::HashSet<String> = {
                         let mut map = lock(&self.held);
                         map.retain(|_, h| h.task.as_ref().is_some_and(|t| !t.is_finished()));
+                        if let Some(m) = &self.config.metrics {
+                            m.leases_held(map.len());
+                        }
                         map.keys().cloned().collect()
                     };
                     // An AT_TIMESTAMP lease can be read only with the application's instant
@@ -95,6 +98,11 @@ impl<F: ProcessorFactory> Inner<F> {
                             Ok(counter) => {
                                 info!(shard = %acq.lease_key, kind = ?acq.kind,
                                       from = ?acq.previous_owner, "lease acquired");
+                                if let (Some(m), AcquireKind::Steal) =
+                                    (&self.config.metrics, acq.kind)
+                                {
+                                    m.stole();
+                                }
                                 let tenure =
                                     Tenure::acquired(counter, sent, self.config.failover, acq.kind);
                                 self.spawn_shard(acq.lease_key, tenure, acq.kind);
@@ -161,7 +169,8 @@ impl<F: ProcessorFactory> Inner<F> {
                 .renew_lease(key.clone(), Arc::clone(&cell), signal.clone())
                 .instrument(span),
         );
-        lock(&self.held).insert(
+        let mut held = lock(&self.held);
+        held.insert(
             key,
             Held {
                 cell,
@@ -170,6 +179,9 @@ impl<F: ProcessorFactory> Inner<F> {
                 renewer: Some(renewer),
             },
         );
+        if let Some(m) = &self.config.metrics {
+            m.leases_held(held.len());
+        }
     }
 
     /// Renews one lease every third of the failover time until it is lost, handed off or
@@ -184,12 +196,23 @@ impl<F: ProcessorFactory> Inner<F> {
         let every = self.config.renew_interval();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the checkpoint last moved, as seen at renewals (for the checkpoint-age metric).
+        let mut last_checkpoint: Option<(Checkpoint, Instant)> = None;
         loop {
             tick.tick().await;
             {
                 let c = cell.lock().await;
                 if c.lost || c.handoff {
                     return;
+                }
+                if let Some(m) = &self.config.metrics {
+                    let now = Instant::now();
+                    let since = match &last_checkpoint {
+                        Some((seen, since)) if *seen == c.checkpoint => *since,
+                        _ => now,
+                    };
+                    last_checkpoint = Some((c.checkpoint.clone(), since));
+                    m.checkpoint_age(&key, now.saturating_duration_since(since));
                 }
             }
             self.renew_one(&key, &cell, &signal).await;

@@ -2,6 +2,7 @@
 //! each batch to the processor after checking the tenure, and finish the shard.
 
 use super::*;
+use crate::reader::ResumeFilter;
 
 impl<F: ProcessorFactory> Inner<F> {
     /// Whether every parent of `key` is drained according to the latest snapshot (see
@@ -93,6 +94,14 @@ impl<F: ProcessorFactory> Inner<F> {
         mut signal: watch::Receiver<Signal>,
     ) {
         let outcome = self.drive_shard(&key, &cell, &mut signal).await;
+        if let Some(m) = &self.config.metrics {
+            match outcome {
+                ShardExit::HandedOff => m.handed_off(),
+                ShardExit::LeaseLost => m.lost(),
+                ShardExit::Finished | ShardExit::Shutdown => {}
+            }
+            m.forget(&key);
+        }
         match outcome {
             ShardExit::Finished | ShardExit::Shutdown | ShardExit::HandedOff => {
                 self.release(&key, &cell).await;
@@ -102,7 +111,11 @@ impl<F: ProcessorFactory> Inner<F> {
             }
         }
         debug!(exit = ?outcome, "shard task ended");
-        lock(&self.held).remove(&key);
+        let mut held = lock(&self.held);
+        held.remove(&key);
+        if let Some(m) = &self.config.metrics {
+            m.leases_held(held.len());
+        }
     }
 
     async fn drive_shard(
@@ -193,6 +206,8 @@ impl<F: ProcessorFactory> Inner<F> {
             idle_interval: config.idle_poll_interval,
         };
         let mut position = start;
+        // Reading resumes at the checkpoint's record: drop what the checkpoint covers.
+        let mut resume = ResumeFilter::from_checkpoint(&checkpoint);
         let mut iterator: Option<String> = None;
         let mut attempt = 0u32;
         let mut next_call = tokio::time::Instant::now();
@@ -274,14 +289,29 @@ impl<F: ProcessorFactory> Inner<F> {
                         fetched.bytes,
                         caught_up && fetched.next_iterator.is_some(),
                     ));
-                    if !fetched.records.is_empty() {
+                    // Where reading goes on: after the last Kinesis record, whether or not any
+                    // of it is delivered.
+                    if let Some(last) = fetched.records.last() {
+                        position = StartPosition::After(last.sequence_number.clone());
+                    }
+                    let mut records = if config.deaggregate {
+                        reader::deaggregate(fetched.records)
+                    } else {
+                        fetched.records
+                    };
+                    if let Some(filter) = &resume
+                        && filter.apply(&mut records)
+                    {
+                        resume = None;
+                    }
+                    if !records.is_empty() {
                         // The wait and the call took time: check again right before dispatch,
                         // so no batch reaches the processor after the lease may have moved on.
                         match self.may_dispatch(cell, signal).await {
                             Dispatch::Go => {}
                             Dispatch::Lost => {
                                 debug!(
-                                    records = fetched.records.len(),
+                                    records = records.len(),
                                     "lease lost while reading; batch not dispatched"
                                 );
                                 processor.lease_lost().await;
@@ -293,14 +323,18 @@ impl<F: ProcessorFactory> Inner<F> {
                             }
                         }
                     }
-                    if let Some(last) = fetched.records.last() {
-                        position = StartPosition::After(last.sequence_number.clone());
-                        checkpointer.set_batch_end(last.sequence_number.clone());
+                    if let Some(last) = records.last() {
+                        checkpointer
+                            .set_batch_end(last.sequence_number.clone(), last.sub_sequence_number);
+                        if let Some(m) = &config.metrics {
+                            let bytes = records.iter().map(|r| r.data.len() as u64).sum();
+                            m.batch(key, records.len(), bytes, fetched.millis_behind_latest);
+                        }
                         processor
                             .process_records(
                                 RecordBatch {
                                     shard_id: key.to_owned(),
-                                    records: fetched.records,
+                                    records,
                                     millis_behind_latest: fetched.millis_behind_latest,
                                 },
                                 &checkpointer,

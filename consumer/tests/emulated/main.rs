@@ -7,8 +7,10 @@
 mod chaos;
 mod common;
 mod faults;
+mod kpl;
 mod lagging;
 mod lifecycle;
+mod metrics;
 mod proxy;
 mod race;
 mod reshard;

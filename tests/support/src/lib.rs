@@ -32,6 +32,7 @@
 mod emulators;
 mod lease_table;
 mod metrics;
+mod peers;
 mod poll;
 mod replica;
 mod streams;
@@ -41,6 +42,7 @@ pub use emulators::{
 };
 pub use lease_table::{create_hash_table, lease_table, set_checkpoint, table_exists};
 pub use metrics::{ShardMinute, put_shard_metrics, put_utilization, unix_minute};
+pub use peers::{peer_python, repo_root};
 pub use poll::{POLL_INTERVAL, eventually, eventually_every};
 pub use replica::{
     free_port, http_get, leader_gauge, shardctl_binary, shardctl_run, temp_dir, write_policy,
