@@ -94,11 +94,14 @@
 //! * A dead worker's shards move after the failover time (default 10 s) plus at most two lease
 //!   scans (an eighth of it each). One hung lease-table call costs one renewal attempt of one
 //!   lease, not the leases.
-//! * Not provided yet (separate work): de-aggregation of KPL records, enhanced fan-out
-//!   (`SubscribeToShard`), metrics.
+//! * KPL aggregates are split into their user records as KCL splits them (see
+//!   [`reader::deaggregate`]); a checkpoint can sit within an aggregate and the next owner
+//!   resumes right after it. Enhanced fan-out ([`Retrieval::FanOut`]) keeps every guarantee
+//!   above. Metrics: [`ConsumerMetrics`].
 
 pub mod dedup;
 pub mod drain;
+mod fanout;
 pub mod lease;
 mod metrics;
 pub mod ownership;
@@ -109,6 +112,7 @@ pub mod shards;
 pub mod store;
 pub mod worker;
 
+pub use fanout::{FanOutError, Retrieval};
 pub use lease::{Checkpoint, Lease};
 pub use metrics::ConsumerMetrics;
 pub use worker::{Worker, WorkerConfig, WorkerError};

@@ -325,9 +325,24 @@ impl Fetched {
     /// assert!(fetched.next_iterator.is_some());
     /// ```
     pub fn from_output(out: aws_sdk_kinesis::operation::get_records::GetRecordsOutput) -> Self {
+        Self::from_parts(
+            out.records,
+            out.child_shards,
+            out.next_shard_iterator,
+            out.millis_behind_latest,
+        )
+    }
+
+    /// Converts the parts a `GetRecords` answer and a `SubscribeToShard` event share; `next`
+    /// `None` or empty means the shard ended.
+    pub(crate) fn from_parts(
+        records: Vec<aws_sdk_kinesis::types::Record>,
+        child_shards: Option<Vec<aws_sdk_kinesis::types::ChildShard>>,
+        next: Option<String>,
+        millis_behind_latest: Option<i64>,
+    ) -> Self {
         let mut bytes = 0u64;
-        let records = out
-            .records
+        let records = records
             .into_iter()
             .map(|r| {
                 let data = Bytes::from(r.data.into_inner());
@@ -345,8 +360,7 @@ impl Fetched {
                 }
             })
             .collect();
-        let child_shards = out
-            .child_shards
+        let child_shards = child_shards
             .unwrap_or_default()
             .into_iter()
             .map(|c| ChildShardInfo {
@@ -360,8 +374,8 @@ impl Fetched {
         Self {
             records,
             bytes,
-            next_iterator: out.next_shard_iterator.filter(|s| !s.is_empty()),
-            millis_behind_latest: out.millis_behind_latest,
+            next_iterator: next.filter(|s| !s.is_empty()),
+            millis_behind_latest,
             child_shards,
         }
     }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::fanout::Retrieval;
 use crate::metrics::ConsumerMetrics;
 use crate::ownership::BalancePolicy;
 use crate::shards::InitialPosition;
@@ -60,6 +61,9 @@ pub struct WorkerConfig {
     /// Where the worker reports lag, throughput, checkpoint age and lease movements (see
     /// [`ConsumerMetrics`]). Default none.
     pub metrics: Option<ConsumerMetrics>,
+    /// How shards are read: `GetRecords` polling (the default) or enhanced fan-out, as KCL's
+    /// retrieval modes (see [`Retrieval`]).
+    pub retrieval: Retrieval,
 }
 
 impl WorkerConfig {
@@ -85,7 +89,26 @@ impl WorkerConfig {
             lease_cleanup_interval: Some(Duration::from_secs(300)),
             deaggregate: true,
             metrics: None,
+            retrieval: Retrieval::Polling,
         }
+    }
+
+    /// Reads shards with enhanced fan-out through the stream consumer `consumer_name`
+    /// (registered at start if missing), or polls them (`None`, the default).
+    ///
+    /// ```
+    /// use shardctl_consumer::{Retrieval, WorkerConfig};
+    /// let c = WorkerConfig::new("s", "t").with_fan_out(Some("billing"));
+    /// assert_eq!(c.retrieval, Retrieval::FanOut { consumer_name: "billing".into() });
+    /// ```
+    pub fn with_fan_out(mut self, consumer_name: Option<&str>) -> Self {
+        self.retrieval = match consumer_name {
+            Some(name) => Retrieval::FanOut {
+                consumer_name: name.to_owned(),
+            },
+            None => Retrieval::Polling,
+        };
+        self
     }
 
     /// Reports the worker's metrics to `metrics` (registered on the application's registry).

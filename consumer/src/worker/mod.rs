@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::drain::{Lineage, Readiness, ScannedRows, child_rows, lineage_of, readiness};
+use crate::fanout::{self, FanOutError, Retrieval, Subscription};
 use crate::lease::{Checkpoint, Lease};
 use crate::ownership::{AcquireKind, LeaseObserver, Tenure, plan_acquisitions};
 use crate::processor::{
@@ -40,6 +41,9 @@ pub enum WorkerError {
     /// The configuration is invalid.
     #[error("invalid worker configuration: {0}")]
     Config(&'static str),
+    /// Enhanced fan-out was asked for and its stream consumer could not be registered or found.
+    #[error(transparent)]
+    FanOut(#[from] FanOutError),
 }
 
 impl WorkerError {
@@ -54,6 +58,7 @@ impl WorkerError {
             Self::Store(e) => e.label(),
             Self::ListShards(_) => "list_shards",
             Self::Config(_) => "config",
+            Self::FanOut(_) => "fan_out",
         }
     }
 }
@@ -92,6 +97,8 @@ struct Inner<F: ProcessorFactory> {
     held: StdMutex<HashMap<String, Held>>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     sync_now: Notify,
+    /// The stream consumer's ARN when reading with enhanced fan-out.
+    consumer_arn: Option<String>,
     /// The `worker` span every task of this worker runs in (shard tasks in a child `shard` span).
     span: Span,
 }
@@ -210,6 +217,12 @@ impl Worker {
         let store = LeaseStore::new(dynamodb, config.table_name.clone())
             .with_call_timeout(Some(config.lease_call_timeout()));
         store.ensure_table().await?;
+        let consumer_arn = match &config.retrieval {
+            Retrieval::Polling => None,
+            Retrieval::FanOut { consumer_name } => {
+                Some(fanout::ensure_consumer(&kinesis, &config.stream_name, consumer_name).await?)
+            }
+        };
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         let span = info_span!("worker", worker = %config.worker_id);
         let inner = Arc::new(Inner {
@@ -220,6 +233,7 @@ impl Worker {
             held: StdMutex::new(HashMap::new()),
             snapshot,
             sync_now: Notify::new(),
+            consumer_arn,
             span,
         });
         let listed = inner.shard_sync().instrument(inner.span.clone()).await?;

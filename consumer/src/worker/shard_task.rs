@@ -12,6 +12,14 @@ impl<F: ProcessorFactory> Inner<F> {
         readiness(key, &snap.leases, &snap.unreadable, snap.listed.as_deref())
     }
 
+    /// Whether the latest listing shows children of `key` (it was split or merged).
+    fn has_children(&self, key: &str) -> bool {
+        let snap = Arc::clone(&self.snapshot.borrow());
+        snap.listed
+            .as_ref()
+            .is_some_and(|l| !l.descendants(key).is_empty())
+    }
+
     /// Reads the row after an acquisition. For a steal, waits until the previous owner wrote its
     /// last checkpoint and cleared `checkpointOwner` (graceful handoff), or until the failover time
     /// since the steal passed (then it fences the previous owner off by clearing the marker).
@@ -208,7 +216,15 @@ impl<F: ProcessorFactory> Inner<F> {
         let mut position = start;
         // Reading resumes at the checkpoint's record: drop what the checkpoint covers.
         let mut resume = ResumeFilter::from_checkpoint(&checkpoint);
-        let mut iterator: Option<String> = None;
+        let mut source = match &self.consumer_arn {
+            Some(arn) => Source::FanOut(Box::new(Subscription::new(
+                self.kinesis.clone(),
+                arn.clone(),
+                key.to_owned(),
+                position.clone(),
+            ))),
+            None => Source::Polling { iterator: None },
+        };
         let mut attempt = 0u32;
         let mut next_call = tokio::time::Instant::now();
 
@@ -253,42 +269,44 @@ impl<F: ProcessorFactory> Inner<F> {
                     return ShardExit::LeaseLost;
                 }
             }
-            let it = match &iterator {
-                Some(it) => it.clone(),
-                None => {
-                    match reader::shard_iterator(&self.kinesis, &config.stream_name, key, &position)
-                        .await
-                    {
-                        Ok(it) => {
-                            debug!(from = ?position, "got shard iterator");
-                            iterator = Some(it.clone());
-                            it
-                        }
-                        Err(e) => {
-                            attempt += 1;
-                            warn!(error = %e, attempt, "getting shard iterator failed");
-                            next_call = tokio::time::Instant::now()
-                                + backoff(
-                                    attempt,
-                                    Duration::from_millis(200),
-                                    Duration::from_secs(5),
-                                );
-                            continue;
-                        }
-                    }
+            let call_started = Instant::now();
+            // A subscription waits for the service's next event; a signal must not wait for it.
+            let fetched = tokio::select! {
+                r = source.fetch(&self.kinesis, &config.stream_name, key, &position, config.max_records_per_call) => r,
+                _ = signal.changed() => {
+                    source.interrupt();
+                    continue;
                 }
             };
-            let call_started = Instant::now();
-            match reader::get_records(&self.kinesis, key, &it, config.max_records_per_call).await {
+            match fetched {
                 Ok(fetched) => {
                     attempt = 0;
                     let caught_up =
                         fetched.records.is_empty() || fetched.millis_behind_latest == Some(0);
-                    next_call = tokio::time::Instant::from_std(pacer.next_call(
-                        call_started,
-                        fetched.bytes,
-                        caught_up && fetched.next_iterator.is_some(),
-                    ));
+                    if matches!(source, Source::FanOut(_))
+                        && fetched.records.is_empty()
+                        && fetched.next_iterator.is_some()
+                        && self.has_children(key)
+                    {
+                        // Kinesis ends a subscription to a closed shard with an event that
+                        // carries the children. Should a caught-up subscription stay quiet
+                        // instead (kinesis-local's does), the listing's word that the shard has
+                        // children is enough to read its tail once with GetRecords, which
+                        // finds the end (or the records still left).
+                        debug!(
+                            "shard has children and its subscription is caught up; reading the rest with GetRecords"
+                        );
+                        source = Source::Polling { iterator: None };
+                    }
+                    next_call = match source {
+                        // Kinesis pushes events as records arrive: ask for the next at once.
+                        Source::FanOut(_) => tokio::time::Instant::now(),
+                        Source::Polling { .. } => tokio::time::Instant::from_std(pacer.next_call(
+                            call_started,
+                            fetched.bytes,
+                            caught_up && fetched.next_iterator.is_some(),
+                        )),
+                    };
                     // Where reading goes on: after the last Kinesis record, whether or not any
                     // of it is delivered.
                     if let Some(last) = fetched.records.last() {
@@ -341,19 +359,16 @@ impl<F: ProcessorFactory> Inner<F> {
                             )
                             .await;
                     }
-                    match fetched.next_iterator {
-                        Some(next) => iterator = Some(next),
-                        None => {
-                            return self
-                                .finish_shard(
-                                    key,
-                                    fetched.child_shards,
-                                    &mut processor,
-                                    &mut checkpointer,
-                                    signal,
-                                )
-                                .await;
-                        }
+                    if fetched.next_iterator.is_none() {
+                        return self
+                            .finish_shard(
+                                key,
+                                fetched.child_shards,
+                                &mut processor,
+                                &mut checkpointer,
+                                signal,
+                            )
+                            .await;
                     }
                 }
                 Err(e @ ReadError::Throttled { .. }) => {
@@ -368,7 +383,7 @@ impl<F: ProcessorFactory> Inner<F> {
                     // skipped and nothing is delivered twice by this worker.
                     attempt += 1;
                     warn!(error = %e, attempt, "reading failed; renewing iterator");
-                    iterator = None;
+                    source.interrupt();
                     next_call = tokio::time::Instant::now()
                         + backoff(attempt, Duration::from_millis(200), Duration::from_secs(5));
                 }
@@ -506,6 +521,54 @@ async fn wait_or_signal(
         tokio::select! {
             _ = tokio::time::sleep_until(until) => return None,
             r = signal.changed() => if r.is_err() { return Some(ShardExit::LeaseLost); },
+        }
+    }
+}
+
+/// Where a shard task's records come from, as KCL's retrieval modes.
+enum Source {
+    /// `GetRecords` with a shard iterator (renewed from the read position when lost).
+    Polling { iterator: Option<String> },
+    /// `SubscribeToShard` events.
+    FanOut(Box<Subscription>),
+}
+
+impl Source {
+    /// The next answer: one `GetRecords` call (after getting an iterator at `position` if there
+    /// is none), or the next `SubscribeToShard` event.
+    async fn fetch(
+        &mut self,
+        kinesis: &aws_sdk_kinesis::Client,
+        stream: &str,
+        shard: &str,
+        position: &StartPosition,
+        limit: i32,
+    ) -> Result<reader::Fetched, ReadError> {
+        match self {
+            Source::FanOut(subscription) => subscription.next().await,
+            Source::Polling { iterator } => {
+                let it = match iterator {
+                    Some(it) => it.clone(),
+                    None => {
+                        let it = reader::shard_iterator(kinesis, stream, shard, position).await?;
+                        debug!(from = ?position, "got shard iterator");
+                        iterator.insert(it).clone()
+                    }
+                };
+                let fetched = reader::get_records(kinesis, shard, &it, limit).await?;
+                iterator.clone_from(&fetched.next_iterator);
+                Ok(fetched)
+            }
+        }
+    }
+
+    /// Abandons the current iterator or subscription: the next fetch starts again from the
+    /// position (polling: the last record delivered; fan-out: the last continuation, which
+    /// only covers records this task already received).
+    fn interrupt(&mut self) {
+        match self {
+            Source::Polling { iterator } => *iterator = None,
+            Source::FanOut(subscription) => subscription.interrupt(),
         }
     }
 }

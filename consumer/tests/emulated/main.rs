@@ -6,6 +6,7 @@
 
 mod chaos;
 mod common;
+mod fanout;
 mod faults;
 mod kpl;
 mod lagging;
