@@ -5,8 +5,11 @@
 //! datapoints that arrive minutes late, consumers that drain closed parents after a lag. It
 //! implements the [`shardctl_controller::backend`] traits, so the **real** reconcile cycle runs against it.
 //! Traffic ([`traffic`]) is organisations with Zipf popularity, daily cycles, surges and flash
-//! crowds, or a recorded trace. [`run`] compares shardctl with the baselines users pick instead,
-//! on identical traffic; [`svg`] draws it; [`cli`] is `shardctl simulate`.
+//! crowds, or a recorded trace; [`workload`] the producers' retries and the consumer applications.
+//! [`run`] compares shardctl with the baselines users pick instead ([`baselines`]: stream-level
+//! autoscalers as documented by their authors; [`on_demand`]: on-demand Standard and Advantage),
+//! on identical traffic, every cost line priced from [`prices`]; [`svg`] draws it; [`cli`] is
+//! `shardctl simulate`.
 //!
 //! ```no_run
 //! use shardctl_sim::{run, traffic};
@@ -33,12 +36,14 @@
 pub mod backends;
 pub mod baselines;
 pub mod cli;
+pub mod on_demand;
 pub mod prices;
 pub mod run;
 pub mod scenarios;
 pub mod svg;
 pub mod trace;
 pub mod traffic;
+pub mod workload;
 pub mod world;
 
 pub use cli::{SimulateArgs, run_simulate};

@@ -4,9 +4,12 @@
 //! Line items: shard-hours and PUT payload units (provisioned strategies); shardctl's own reads,
 //! the shard-level metrics it turns on (3 per open shard, billed as CloudWatch custom metrics,
 //! prorated by the hour) and the metrics its `GetMetricData` calls request (3 per open shard per
-//! evaluation); on-demand's stream-hours and data in and out. Stream-level metrics, which the
-//! uniform baseline reads, are free; its `GetMetricStatistics` requests are not counted (cents a
-//! month). Not priced yet: on-demand Advantage, enhanced fan-out, extended retention.
+//! evaluation, at the policy's interval); on-demand Standard's stream-hours and data in and out;
+//! on-demand Advantage's data in and out (no stream-hours) and the part of its minimum throughput
+//! commitment that the stream's own ingest does not use; enhanced fan-out (consumer-shard-hours
+//! and data out in provisioned mode, data out in on-demand) for the consumers that use it.
+//! Stream-level metrics, which the uniform baselines read, are free; their `GetMetricStatistics`
+//! requests and alarms are not counted (cents a month). Not priced: extended retention.
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,19 @@ pub struct Prices {
     pub shard_level_metric_month: f64,
     /// Per 1,000 metrics requested by `GetMetricData`.
     pub get_metric_data_per_thousand_metrics: f64,
+    /// On-demand Standard: per GB read by enhanced fan-out consumers.
+    pub on_demand_efo_gb_out: f64,
+    /// On-demand Advantage: per GB written (records rounded up to 1 KB), also the rate of the
+    /// unused commitment.
+    pub on_demand_advantage_gb_in: f64,
+    /// On-demand Advantage: per GB read by shared-throughput consumers.
+    pub on_demand_advantage_gb_out: f64,
+    /// On-demand Advantage: per GB read by enhanced fan-out consumers.
+    pub on_demand_advantage_efo_gb_out: f64,
+    /// Provisioned: per enhanced fan-out consumer-shard-hour.
+    pub efo_consumer_shard_hour: f64,
+    /// Provisioned: per GB read by enhanced fan-out consumers.
+    pub efo_gb_out: f64,
 }
 
 impl Default for Prices {
@@ -59,9 +75,13 @@ struct PriceLine {
     per: String,
     source: String,
     checked: String,
+    /// How far the line could be verified, when not fully.
+    #[serde(default)]
+    #[allow(dead_code)]
+    note: Option<String>,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 13] = [
     "shardHour",
     "putPayloadUnitsPerMillion",
     "onDemandStreamHour",
@@ -69,6 +89,12 @@ const NAMES: [&str; 7] = [
     "onDemandGbOut",
     "shardLevelMetricMonth",
     "getMetricDataPerThousandMetrics",
+    "onDemandEfoGbOut",
+    "onDemandAdvantageGbIn",
+    "onDemandAdvantageGbOut",
+    "onDemandAdvantageEfoGbOut",
+    "efoConsumerShardHour",
+    "efoGbOut",
 ];
 
 impl Prices {
@@ -118,6 +144,12 @@ impl Prices {
             on_demand_gb_out: get(NAMES[4])?,
             shard_level_metric_month: get(NAMES[5])?,
             get_metric_data_per_thousand_metrics: get(NAMES[6])?,
+            on_demand_efo_gb_out: get(NAMES[7])?,
+            on_demand_advantage_gb_in: get(NAMES[8])?,
+            on_demand_advantage_gb_out: get(NAMES[9])?,
+            on_demand_advantage_efo_gb_out: get(NAMES[10])?,
+            efo_consumer_shard_hour: get(NAMES[11])?,
+            efo_gb_out: get(NAMES[12])?,
         })
     }
 }
@@ -138,8 +170,14 @@ pub struct Costs {
     pub on_demand_stream_hours: f64,
     /// On-demand data written.
     pub on_demand_data_in: f64,
-    /// On-demand data read.
+    /// On-demand data read (shared-throughput and enhanced fan-out consumers).
     pub on_demand_data_out: f64,
+    /// On-demand Advantage: the committed ingest the stream did not use, at the ingest rate.
+    pub on_demand_commitment: f64,
+    /// Provisioned enhanced fan-out consumer-shard-hours.
+    pub efo_consumer_shard_hours: f64,
+    /// Provisioned enhanced fan-out data read.
+    pub efo_data_out: f64,
 }
 
 impl Costs {
@@ -150,6 +188,21 @@ impl Costs {
             put_payload_units: payload_units / 1e6 * prices.put_payload_units_per_million,
             ..Costs::default()
         }
+    }
+
+    /// Adds what `consumers` enhanced fan-out consumers cost on a provisioned stream over
+    /// `shard_hours` open shard-hours, each reading `gb_read_each` GB.
+    pub fn with_enhanced_fan_out(
+        mut self,
+        prices: &Prices,
+        consumers: u32,
+        shard_hours: f64,
+        gb_read_each: f64,
+    ) -> Costs {
+        let n = f64::from(consumers);
+        self.efo_consumer_shard_hours = n * shard_hours * prices.efo_consumer_shard_hour;
+        self.efo_data_out = n * gb_read_each * prices.efo_gb_out;
+        self
     }
 
     /// Adds what shardctl's own reads cost over `shard_hours` open shard-hours, evaluated every
@@ -179,6 +232,14 @@ impl Costs {
             + self.on_demand_stream_hours
             + self.on_demand_data_in
             + self.on_demand_data_out
+            + self.on_demand_commitment
+            + self.efo_consumer_shard_hours
+            + self.efo_data_out
+    }
+
+    /// What shardctl's own metric reads cost (0 for other strategies).
+    pub fn metrics(&self) -> f64 {
+        self.shard_level_metrics + self.get_metric_data
     }
 }
 

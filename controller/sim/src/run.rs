@@ -2,15 +2,19 @@
 //!
 //! - **shardctl**: the real [`Context::cycle`] with the [`LiveExecutor`] every evaluation
 //!   interval of the policy, in virtual time, against the simulated backends.
+//! - **scaling-utils**, **lambda-sample**: stream-level autoscaling as
+//!   amazon-kinesis-scaling-utils and the AWS Lambda sample do it with their documented settings
+//!   (see [`crate::baselines`]).
 //! - **static**: the stream stays at the scenario's provisioned shard count.
-//! - **uniform**: stream-level autoscaling as amazon-kinesis-scaling-utils and the AWS samples
-//!   do it (see [`UniformConfig`]), by `UpdateShardCount` with uniform scaling.
-//! - **on-demand**: Kinesis on-demand mode (see [`OnDemandConfig`]).
+//! - **on-demand**, **on-demand-advantage**: Kinesis on-demand mode, Standard and Advantage (see
+//!   [`crate::on_demand`]).
 
-pub use crate::baselines::{OnDemandConfig, UniformConfig};
+pub use crate::baselines::{Step, UniformConfig};
+pub use crate::on_demand::OnDemandConfig;
 pub use crate::prices::{Costs, Prices};
 
-use crate::baselines::{run_on_demand, run_uniform};
+use crate::baselines::run_uniform;
+use crate::on_demand::run_on_demand;
 use crate::traffic::Scenario;
 use crate::world::{
     MemoryStateStore, OpKind, SharedWorld, SimClock, SimKinesis, SimLeases, SimMetrics, World,
@@ -35,30 +39,39 @@ use tokio::sync::watch;
 pub enum Strategy {
     /// shardctl with the given policy.
     Shardctl,
+    /// amazon-kinesis-scaling-utils with its README's settings (`SimConfig::uniform`).
+    #[value(alias = "uniform")]
+    ScalingUtils,
+    /// The AWS Lambda autoscaling sample with its shipped settings.
+    LambdaSample,
     /// Fixed shard count.
     Static,
-    /// Stream-level uniform doubling/halving.
-    Uniform,
-    /// Kinesis on-demand mode.
+    /// Kinesis on-demand mode, Standard.
     OnDemand,
+    /// Kinesis on-demand mode, Advantage (with its minimum throughput commitment).
+    OnDemandAdvantage,
 }
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 6] = [
         Strategy::Shardctl,
-        Strategy::Uniform,
+        Strategy::ScalingUtils,
+        Strategy::LambdaSample,
         Strategy::Static,
         Strategy::OnDemand,
+        Strategy::OnDemandAdvantage,
     ];
 
     /// The name in reports.
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Shardctl => "shardctl",
+            Strategy::ScalingUtils => "scaling-utils",
+            Strategy::LambdaSample => "lambda-sample",
             Strategy::Static => "static",
-            Strategy::Uniform => "uniform",
             Strategy::OnDemand => "on-demand",
+            Strategy::OnDemandAdvantage => "on-demand-advantage",
         }
     }
 }
@@ -78,9 +91,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Prices.
     pub prices: Prices,
-    /// The uniform baseline.
+    /// The scaling-utils baseline (the lambda-sample baseline is
+    /// [`UniformConfig::lambda_sample`] of the policy).
     pub uniform: UniformConfig,
-    /// The on-demand model.
+    /// The on-demand model, Standard and Advantage.
     pub on_demand: OnDemandConfig,
 }
 
@@ -163,10 +177,17 @@ pub(crate) fn relief(per_minute: &[(u64, u64)], surge: Option<(u64, u64)>) -> Re
     }
 }
 
-fn world_summary(strategy: Strategy, w: &World, cfg: &SimConfig) -> Summary {
+/// The summary of a provisioned run in world `w`.
+pub fn world_summary(strategy: Strategy, w: &World, cfg: &SimConfig) -> Summary {
     let t = w.totals;
     let shard_hours = t.shard_seconds as f64 / 3600.0;
-    let mut costs = Costs::provisioned(&cfg.prices, shard_hours, t.payload_units);
+    let mut costs = Costs::provisioned(&cfg.prices, shard_hours, t.payload_units)
+        .with_enhanced_fan_out(
+            &cfg.prices,
+            cfg.scenario.readers.enhanced_fan_out,
+            shard_hours,
+            t.accepted_bytes / 1e9,
+        );
     if strategy == Strategy::Shardctl {
         costs = costs.with_shardctl_reads(
             &cfg.prices,
@@ -220,6 +241,15 @@ pub fn run_strategy(
     progress: Progress<'_>,
 ) -> Result<Outcome> {
     let end = cfg.minutes * 60;
+    let on_demand = matches!(strategy, Strategy::OnDemand | Strategy::OnDemandAdvantage);
+    if !on_demand && cfg.scenario.producers.retry_share > 0.0 {
+        anyhow::bail!(
+            "producer retries (retry share {}) are modelled for on-demand only so far; the \
+             provisioned strategies would ignore them, so {} cannot be compared",
+            cfg.scenario.producers.retry_share,
+            strategy.name()
+        );
+    }
     let new_world = || {
         World::new(
             WorldConfig::new(cfg.policy.name.clone()),
@@ -234,36 +264,67 @@ pub fn run_strategy(
                 w.advance_to((w.elapsed() + 3600).min(end));
                 progress(strategy, w.elapsed() / 60, cfg.minutes);
             }
-            let summary = world_summary(strategy, &w, cfg);
-            Ok(Outcome {
-                summary,
-                world: Some(w),
-            })
+            Ok(provisioned(strategy, w, cfg))
         }
-        Strategy::Uniform => {
+        Strategy::ScalingUtils | Strategy::LambdaSample => {
+            let u = if strategy == Strategy::ScalingUtils {
+                cfg.uniform
+            } else {
+                UniformConfig::lambda_sample(&cfg.policy)
+            };
             let mut w = new_world();
-            run_uniform(&mut w, cfg, end, progress);
-            let summary = world_summary(strategy, &w, cfg);
-            Ok(Outcome {
-                summary,
-                world: Some(w),
-            })
+            run_uniform(&mut w, cfg, &u, strategy, end, progress);
+            Ok(provisioned(strategy, w, cfg))
         }
         Strategy::Shardctl => {
             let shared = SharedWorld::new(new_world());
             run_shardctl(&shared, cfg, end, progress)?;
             let w = std::mem::replace(&mut *shared.lock(), new_world());
-            let summary = world_summary(strategy, &w, cfg);
-            Ok(Outcome {
-                summary,
-                world: Some(w),
-            })
+            Ok(provisioned(strategy, w, cfg))
         }
-        Strategy::OnDemand => Ok(Outcome {
-            summary: run_on_demand(cfg, progress),
+        Strategy::OnDemand | Strategy::OnDemandAdvantage => Ok(Outcome {
+            summary: run_on_demand(cfg, strategy == Strategy::OnDemandAdvantage, progress),
             world: None,
         }),
     }
+}
+
+fn provisioned(strategy: Strategy, w: World, cfg: &SimConfig) -> Outcome {
+    Outcome {
+        summary: world_summary(strategy, &w, cfg),
+        world: Some(w),
+    }
+}
+
+/// Runs a stream-level autoscaler with settings `u` (reported as scaling-utils).
+pub fn run_uniform_with(cfg: &SimConfig, u: &UniformConfig) -> Summary {
+    let mut w = World::new(
+        WorldConfig::new(cfg.policy.name.clone()),
+        &cfg.scenario,
+        cfg.seed,
+    );
+    run_uniform(
+        &mut w,
+        cfg,
+        u,
+        Strategy::ScalingUtils,
+        cfg.minutes * 60,
+        &mut |_, _, _| {},
+    );
+    world_summary(Strategy::ScalingUtils, &w, cfg)
+}
+
+/// Runs static provisioning at `shards` shards.
+pub fn run_static_with(cfg: &SimConfig, shards: usize) -> Summary {
+    let mut scenario = cfg.scenario.clone();
+    scenario.initial_shards = shards.max(1);
+    let mut w = World::new(
+        WorldConfig::new(cfg.policy.name.clone()),
+        &scenario,
+        cfg.seed,
+    );
+    w.advance_to(cfg.minutes * 60);
+    world_summary(Strategy::Static, &w, cfg)
 }
 
 /// The simulator as the controller's [`Backends`]: the world behind Kinesis, CloudWatch, the

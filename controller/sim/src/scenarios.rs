@@ -162,6 +162,8 @@ pub fn scenario(name: &str, seed: u64) -> Result<Scenario> {
         minutes,
         traffic: TrafficModel::Synthetic(traffic),
         surge,
+        producers: Default::default(),
+        readers: Default::default(),
     })
 }
 

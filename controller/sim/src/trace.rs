@@ -56,6 +56,8 @@ pub fn read_trace(path: &Path, initial_shards: usize) -> Result<Scenario> {
         minutes,
         traffic: TrafficModel::Trace(trace),
         surge: None,
+        producers: Default::default(),
+        readers: Default::default(),
     })
 }
 

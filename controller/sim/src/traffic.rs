@@ -7,7 +7,6 @@
 //! hash keys whose traffic cannot be divided). The world maps both onto shards with a table that
 //! changes only on reshard, so the per-second work is a handful of operations per shard.
 //!
-//!
 //! Recorded traffic (`--trace FILE`) is read by [`crate::trace`].
 
 use chrono::{DateTime, Utc};
@@ -18,6 +17,7 @@ use shardctl_policies::{HashKey, HashRange};
 
 pub use crate::scenarios::{SCENARIOS, scenario};
 pub use crate::trace::{Trace, parse_trace, read_trace};
+pub use crate::workload::{Producers, Readers};
 
 /// Equal slices of the hash key space that carry the traffic of light keys.
 pub const BUCKETS: usize = 1024;
@@ -476,4 +476,8 @@ pub struct Scenario {
     pub traffic: TrafficModel,
     /// The window (minutes) whose relief time is reported, if the scenario has a surge.
     pub surge: Option<(u64, u64)>,
+    /// How producers retry throttled records.
+    pub producers: Producers,
+    /// The consumer applications.
+    pub readers: Readers,
 }

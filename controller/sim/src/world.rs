@@ -53,6 +53,8 @@ pub struct WorldConfig {
     pub drain_lag: Duration,
     /// `UpdateShardCount` calls allowed per rolling 24 h (10, as AWS).
     pub resize_calls_per_day: usize,
+    /// Most open shards per stream (10,000, as AWS).
+    pub max_open_shards: usize,
 }
 
 impl WorldConfig {
@@ -66,6 +68,7 @@ impl WorldConfig {
             cloudwatch_delay: Duration::from_secs(120),
             drain_lag: Duration::from_secs(60),
             resize_calls_per_day: 10,
+            max_open_shards: 10_000,
         }
     }
 }
@@ -575,6 +578,15 @@ impl World {
         const API: &str = "SplitShard";
         self.busy(API)?;
         let n = self.open_by_id(API, id)?;
+        if self.open.len() >= self.cfg.max_open_shards {
+            return Err(BackendError::LimitExceeded {
+                api: API,
+                message: format!(
+                    "stream {} already has {} open shards",
+                    self.cfg.stream, self.cfg.max_open_shards
+                ),
+            });
+        }
         let range = self.shards[n].range;
         if !range.is_valid_split_key(key) {
             return Err(BackendError::Invalid {
@@ -619,6 +631,15 @@ impl World {
             return Err(BackendError::Invalid {
                 api: API,
                 message: format!("target {target} is outside 0.5x..2x of {n} shards"),
+            });
+        }
+        if target > self.cfg.max_open_shards {
+            return Err(BackendError::LimitExceeded {
+                api: API,
+                message: format!(
+                    "target {target} is above {} shards",
+                    self.cfg.max_open_shards
+                ),
             });
         }
         let day_ago = self.now.saturating_sub(24 * 3600);

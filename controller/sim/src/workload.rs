@@ -1,0 +1,74 @@
+//! Who writes and who reads: the producers' retry behaviour and the consumer applications. Part of
+//! a [`crate::traffic::Scenario`], so every strategy sees the same workload.
+
+use serde::Serialize;
+
+/// How producers treat throttled records.
+///
+/// With `retry_share` above 0, that share of the records throttled in a second is offered again
+/// `retry_delay_secs` later (the KPL and the SDKs retry `ProvisionedThroughputExceeded` with
+/// backoff), on top of the traffic of that second: extra load exactly where a shard is hot. A
+/// retried record that is throttled again is retried again with the same probability, so a record
+/// is retried about `retry_share / (1 - retry_share)` times on average while its shard stays hot.
+/// Throttled counts then include every throttled attempt, and offered records include retries.
+///
+/// Modelled for on-demand so far; the provisioned strategies refuse a share above 0 rather than
+/// ignore it (the built-in scenarios use the default, no retries).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Producers {
+    /// Share (0..1) of throttled records that producers send again.
+    pub retry_share: f64,
+    /// Seconds before a throttled record is sent again.
+    pub retry_delay_secs: u64,
+}
+
+impl Default for Producers {
+    /// No retries: every throttled record is dropped (the comparison of record counts is then the
+    /// same for every strategy).
+    fn default() -> Self {
+        Producers {
+            retry_share: 0.0,
+            retry_delay_secs: 1,
+        }
+    }
+}
+
+impl Producers {
+    /// Checks the bounds: a share in 0..=0.95 and a delay of 1 s to 10 min.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=0.95).contains(&self.retry_share) {
+            return Err(format!(
+                "the retry share must be between 0 and 0.95, not {}",
+                self.retry_share
+            ));
+        }
+        if !(1..=600).contains(&self.retry_delay_secs) {
+            return Err(format!(
+                "the retry delay must be between 1s and 10m, not {}s",
+                self.retry_delay_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The consumer applications reading the stream: each reads every accepted record once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readers {
+    /// Applications with shared throughput (`GetRecords`, 2 MiB/s per shard shared by all).
+    pub polling: u32,
+    /// Applications with enhanced fan-out (`SubscribeToShard`, 2 MiB/s per shard each).
+    pub enhanced_fan_out: u32,
+}
+
+impl Default for Readers {
+    /// One polling application.
+    fn default() -> Self {
+        Readers {
+            polling: 1,
+            enhanced_fan_out: 0,
+        }
+    }
+}
