@@ -2,7 +2,7 @@
 //!
 //! A fleet of [`Worker`]s shares a stream's shards through a DynamoDB lease table. Each worker
 //! runs one task per shard it holds; the task reads the shard with `GetRecords` and hands the
-//! batches, in order, to that shard's [`ShardProcessor`](processor::ShardProcessor). Children of a
+//! batches, in order, to that shard's [`ShardProcessor`]. Children of a
 //! split or merge start only after every parent checkpointed `SHARD_END`, so the events of one
 //! partition key (an organisation) are processed in order across resharding.
 //!
@@ -49,22 +49,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Modules
+//! # The API
 //!
-//! * [`lease`]: the lease row (KCL single-stream schema) and [`Checkpoint`].
-//! * [`ownership`]: the lease rules as a pure state machine (expiry, take, steal, balance,
-//!   tenure). No I/O, `now` is passed in; property-tested.
-//! * [`drain`]: parent-before-child and the rows created at a shard's end, as pure functions over
-//!   the drain rule the controller's gate shares ([`shardctl_lease`]).
-//! * [`store`]: the lease table in DynamoDB; every take, steal, renew, checkpoint and release is a
-//!   conditional write, and every call is bounded in time.
-//! * [`shards`]: `ListShards` and the pure shard-sync plan (which lease rows must exist).
-//! * [`reader`]: `GetRecords` within the per-shard limits (5 calls/s, 2 MiB/s), back-off.
-//! * [`worker`]: the loops that tie it together.
-//! * [`processor`]: the callbacks an application implements and the [`Checkpointer`](processor::Checkpointer).
-//! * [`dedup`]: drops already-processed event ids (DynamoDB with an in-memory front).
-//! * [`producer`]: batched `PutRecords` with event ids, retrying only failed records, keeping
-//!   per-key order.
+//! What an application uses is re-exported here: [`Worker`] and [`WorkerConfig`] (with
+//! [`Retrieval`], [`InitialPosition`], [`ConsumerMetrics`]), the callbacks it implements
+//! ([`ShardProcessor`], [`Checkpointer`], [`RecordBatch`], [`Record`]), the [`Producer`] and its
+//! event envelope, and [`DedupStore`]. The modules [`processor`], [`producer`] and [`dedup`]
+//! hold the rest of their items. The crate's workings (the lease rules, the drain rule, the
+//! lease store, the reader, shard sync) are internal: public only for the crate's own
+//! integration tests and benchmarks, hidden from these docs, and they may change in any
+//! release. `consumer/public-api.txt` lists the supported API; a test fails when it changes
+//! unnoticed.
+//!
+//! Inside: `lease` (the KCL lease row), `ownership` (the lease rules as a pure, property-tested
+//! state machine), `drain` (parent-before-child over the drain rule the controller's gate
+//! shares, [`shardctl_lease`]), `store` (the lease table: every write conditional, every call
+//! bounded), `shards` (`ListShards` and shard sync), `reader` (`GetRecords` within the per-shard
+//! limits, KPL de-aggregation), `fanout` (`SubscribeToShard`), `worker` (the loops).
 //!
 //! # Guarantees and their limits
 //!
@@ -94,25 +95,39 @@
 //! * A dead worker's shards move after the failover time (default 10 s) plus at most two lease
 //!   scans (an eighth of it each). One hung lease-table call costs one renewal attempt of one
 //!   lease, not the leases.
-//! * KPL aggregates are split into their user records as KCL splits them (see
-//!   [`reader::deaggregate`]); a checkpoint can sit within an aggregate and the next owner
+//! * KPL aggregates are split into their user records as KCL splits them; a checkpoint can sit within an aggregate and the next owner
 //!   resumes right after it. Enhanced fan-out ([`Retrieval::FanOut`]) keeps every guarantee
 //!   above. Metrics: [`ConsumerMetrics`].
 
 pub mod dedup;
-pub mod drain;
 mod fanout;
-pub mod lease;
 mod metrics;
-pub mod ownership;
 pub mod processor;
 pub mod producer;
-pub mod reader;
-pub mod shards;
-pub mod store;
-pub mod worker;
 
+#[doc(hidden)]
+pub mod drain;
+#[doc(hidden)]
+pub mod lease;
+#[doc(hidden)]
+pub mod ownership;
+#[doc(hidden)]
+pub mod reader;
+#[doc(hidden)]
+pub mod shards;
+#[doc(hidden)]
+pub mod store;
+mod worker;
+
+pub use dedup::DedupStore;
 pub use fanout::{FanOutError, Retrieval};
+#[doc(inline)]
 pub use lease::{Checkpoint, Lease};
 pub use metrics::ConsumerMetrics;
-pub use worker::{Worker, WorkerConfig, WorkerError};
+pub use processor::{
+    CheckpointError, Checkpointer, InitInput, ProcessorFactory, Record, RecordBatch, ShardProcessor,
+};
+pub use producer::{
+    Event, ProduceError, Producer, SendReport, encode_event, event_id, event_payload,
+};
+pub use worker::{InitialPosition, Worker, WorkerConfig, WorkerError};

@@ -27,19 +27,7 @@ pub struct ShardInfo {
     pub closed: bool,
 }
 
-/// Where a consumer starts on shards that have no history in the lease table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InitialPosition {
-    /// Oldest retained record (nothing is skipped).
-    #[default]
-    TrimHorizon,
-    /// Only records written from now on; closed shards without history are skipped.
-    Latest,
-    /// Records written at or after this instant. The lease stores KCL's `AT_TIMESTAMP` sentinel
-    /// (KCL keeps no timestamp in the table), so every worker of the application must be
-    /// configured with the same instant.
-    AtTimestamp(std::time::SystemTime),
-}
+pub use crate::worker::InitialPosition;
 
 /// Error listing shards.
 #[derive(Debug, thiserror::Error)]

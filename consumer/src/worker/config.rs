@@ -5,9 +5,22 @@ use std::time::Duration;
 use crate::fanout::Retrieval;
 use crate::metrics::ConsumerMetrics;
 use crate::ownership::BalancePolicy;
-use crate::shards::InitialPosition;
 
-/// Settings of a [`Worker`].
+/// Where a consumer starts on shards that have no history in the lease table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialPosition {
+    /// Oldest retained record (nothing is skipped).
+    #[default]
+    TrimHorizon,
+    /// Only records written from now on; closed shards without history are skipped.
+    Latest,
+    /// Records written at or after this instant. The lease stores KCL's `AT_TIMESTAMP` sentinel
+    /// (KCL keeps no timestamp in the table), so every worker of the application must be
+    /// configured with the same instant.
+    AtTimestamp(std::time::SystemTime),
+}
+
+/// Settings of a [`Worker`](super::Worker).
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The worker: shard sync, lease taking and renewal, one ordered reader task per held shard.
 //!
-//! [`config`]: the settings. `coordinator`: shard sync, lease scans, taking and stealing,
+//! `config`: the settings. `coordinator`: shard sync, lease scans, taking and stealing,
 //! renewal, cleanup and graceful shutdown. `shard_task`: one task per held shard, reading it in
 //! order and handing batches to the processor.
 
@@ -27,7 +27,7 @@ mod config;
 mod coordinator;
 mod shard_task;
 
-pub use config::WorkerConfig;
+pub use config::{InitialPosition, WorkerConfig};
 
 /// Errors starting a [`Worker`].
 #[derive(Debug, thiserror::Error)]
