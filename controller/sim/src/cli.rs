@@ -4,9 +4,9 @@
 use crate::run::{
     OnDemandConfig, Outcome, Prices, SimConfig, Strategy, Summary, UniformConfig, compare,
 };
-use crate::svg;
 use crate::traffic::{SCENARIOS, Scenario, read_trace, scenario};
-use anyhow::{Context, Result, bail};
+use crate::{frontier, svg};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgGroup, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table};
 use serde::Serialize;
@@ -66,6 +66,13 @@ pub struct SimulateArgs {
     /// Strategies to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub strategies: Vec<Strategy>,
+    /// Compare at equal throttling: sweep the static and scaling-utils baselines' knobs on the
+    /// same traffic, report the cheapest configuration throttling at most shardctl's records
+    /// (and the least throttling at shardctl's cost), and draw every point to this SVG file (see
+    /// `shardctl_sim::frontier`). Runs shardctl and on-demand once, and about 100 baseline
+    /// configurations.
+    #[arg(long, value_name = "SVG")]
+    pub frontier: Option<PathBuf>,
 }
 
 /// Parses `30s`, `90m`, `24h`, `2d` (one number, one unit).
@@ -160,6 +167,9 @@ pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig> {
 /// Runs `shardctl simulate`.
 pub fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
     let cfg = sim_config(&args)?;
+    if let Some(path) = &args.frontier {
+        return run_frontier(&cfg, path, args.output);
+    }
     let strategies = if args.strategies.is_empty() {
         Strategy::ALL.to_vec()
     } else {
@@ -180,6 +190,64 @@ pub fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write plot {}", path.display()))?;
     }
     print!("{}", render(&cfg, &outcomes, args.output)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shardctl simulate --frontier SVG`.
+fn run_frontier(cfg: &SimConfig, path: &std::path::Path, output: SimOutput) -> Result<ExitCode> {
+    let tty = std::io::stderr().is_terminal();
+    let outcomes = compare(cfg, &frontier::NEEDED, &mut |s, done, of| {
+        if tty {
+            eprint!("\rsimulating {:<20} {:>5}/{} minutes", s.name(), done, of);
+            if done >= of {
+                eprintln!();
+            }
+        }
+    })?;
+    let find = |s: Strategy| {
+        outcomes
+            .iter()
+            .find(|o| o.summary.strategy == s)
+            .map(|o| &o.summary)
+            .ok_or_else(|| anyhow!("{} did not run", s.name()))
+    };
+    let shardctl = find(Strategy::Shardctl)?;
+    let fixed = [
+        find(Strategy::OnDemand)?,
+        find(Strategy::OnDemandAdvantage)?,
+    ];
+    let result = frontier::sweep(cfg, shardctl, &fixed, &mut |done, of| {
+        if tty {
+            eprint!("\rsweeping baselines {done:>4}/{of}");
+            if done >= of {
+                eprintln!();
+            }
+        }
+    });
+    let title = format!(
+        "{}: cost against records throttled, seed {}",
+        cfg.scenario.name, cfg.seed
+    );
+    std::fs::write(path, frontier::svg(&result, &title))
+        .with_context(|| format!("cannot write frontier plot {}", path.display()))?;
+    match output {
+        SimOutput::Json => print!("{}", serde_json::to_string_pretty(&result)? + "\n"),
+        SimOutput::Csv => {
+            let mut out = String::from("family,config,throttled_records,cost_usd\n");
+            for p in result
+                .points
+                .iter()
+                .chain(std::iter::once(&result.shardctl))
+            {
+                out += &format!(
+                    "{},\"{}\",{},{:.4}\n",
+                    p.family, p.config, p.throttled, p.cost_usd
+                );
+            }
+            print!("{out}");
+        }
+        SimOutput::Table => print!("{}", frontier::render_table(&result)),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,6 +36,7 @@
 pub mod backends;
 pub mod baselines;
 pub mod cli;
+pub mod frontier;
 pub mod on_demand;
 pub mod prices;
 pub mod run;
