@@ -135,3 +135,61 @@ fn bad_inputs_are_errors_with_their_place() {
             .contains("/nonexistent/trace.csv")
     );
 }
+
+/// `--frontier`: every swept configuration is run on the same traffic, the answers name real
+/// points, and the plot is written.
+#[test]
+fn frontier_sweeps_the_baselines_and_plots_every_point() {
+    use shardctl_sim::frontier;
+    let a = args(&["--scenario", "hot-org-surge", "--duration", "30m"]);
+    let cfg = sim_config(&a).expect("config");
+    let outcomes = compare(&cfg, &frontier::NEEDED, &mut |_, _, _| {}).expect("runs");
+    let get = |s: Strategy| {
+        &outcomes
+            .iter()
+            .find(|o| o.summary.strategy == s)
+            .expect("ran")
+            .summary
+    };
+    let fixed = [get(Strategy::OnDemand), get(Strategy::OnDemandAdvantage)];
+    let result = frontier::sweep(&cfg, get(Strategy::Shardctl), &fixed, &mut |_, _| {});
+    let families: Vec<&str> = result.answers.iter().map(|a| a.family).collect();
+    assert_eq!(
+        families,
+        [
+            "static",
+            "scaling-utils",
+            "on-demand",
+            "on-demand-advantage"
+        ]
+    );
+    for a in &result.answers {
+        if let Some(p) = &a.cheapest_at_equal_throttling {
+            assert!(p.throttled <= result.shardctl.throttled);
+            assert!(
+                result
+                    .points
+                    .iter()
+                    .any(|q| q.config == p.config && q.family == a.family)
+            );
+        }
+        if let Some(p) = &a.least_throttling_at_equal_cost {
+            assert!(p.cost_usd <= result.shardctl.cost_usd);
+        }
+    }
+    let plot = temp("frontier.svg", "");
+    let a = args(&[
+        "--scenario",
+        "hot-org-surge",
+        "--duration",
+        "30m",
+        "--frontier",
+        plot.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        run_simulate(a).expect("runs"),
+        std::process::ExitCode::SUCCESS
+    );
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert_eq!(svg.matches("<title>").count(), result.points.len() + 1);
+}
