@@ -86,6 +86,10 @@ pub enum Command {
     /// Simulate a policy on built-in or recorded traffic and compare it with the alternatives
     /// (static provisioning, uniform scaling, on-demand).
     Simulate(shardctl_sim::SimulateArgs),
+    /// Search a policy's knobs on simulated traffic and write a policy at least as good on both
+    /// throttled records and cost (coordinate descent over a fixed grid; deterministic for a
+    /// seed).
+    Tune(shardctl_sim::TuneArgs),
     /// Write a snapshot of a stream (shards, metrics, consumer drain state, history) as JSON.
     Observe {
         /// The stream.
@@ -175,7 +179,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     // Simulations print their own story; their logs would only repeat it.
     let simulated = matches!(
         cli.command,
-        Command::Simulate(_) | Command::Run { simulate: true, .. }
+        Command::Simulate(_) | Command::Tune(_) | Command::Run { simulate: true, .. }
     );
     init_logging(cli.log_format, if simulated { "warn" } else { "info" });
     let rows = |all_shards: bool| {
@@ -189,6 +193,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate { files } => Ok(commands::validate::run(&files)),
         Command::Schema { kind } => Ok(commands::schema::run(kind)),
         Command::Simulate(args) => shardctl_sim::run_simulate(args),
+        Command::Tune(args) => shardctl_sim::run_tune(args),
         Command::Observe {
             stream,
             policy,

@@ -44,11 +44,13 @@ pub mod scenarios;
 pub mod svg;
 pub mod trace;
 pub mod traffic;
+pub mod tune;
 pub mod workload;
 pub mod world;
 
 pub use cli::{SimulateArgs, run_simulate};
 pub use run::{Sim, SimContext, context};
+pub use tune::{TuneArgs, run_tune};
 pub use world::SharedWorld;
 
 use anyhow::Result;

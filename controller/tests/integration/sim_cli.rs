@@ -193,3 +193,68 @@ fn frontier_sweeps_the_baselines_and_plots_every_point() {
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert_eq!(svg.matches("<title>").count(), result.points.len() + 1);
 }
+
+#[derive(Debug, Parser)]
+struct TuneCli {
+    #[command(flatten)]
+    args: shardctl_sim::TuneArgs,
+}
+
+/// `shardctl tune`: the written policy validates, loses on neither axis, and the same seed gives
+/// the same policy.
+#[test]
+fn tune_writes_a_valid_policy_no_worse_on_either_axis_and_deterministic() {
+    use shardctl_sim::tune::{Objective, tune};
+    let p = policy();
+    let out = temp("tuned.yaml", "");
+    let parse = |out: &str| {
+        TuneCli::try_parse_from([
+            "tune",
+            "--policy",
+            p.as_str(),
+            "--scenario",
+            "hot-org-surge",
+            "--duration",
+            "30m",
+            "--out",
+            out,
+        ])
+        .expect("parses")
+        .args
+    };
+    let args = parse(out.to_str().expect("utf-8"));
+    assert_eq!(args.objective, Objective::Cost);
+    assert_eq!(
+        shardctl_sim::run_tune(args).expect("tunes"),
+        std::process::ExitCode::SUCCESS
+    );
+    let text = std::fs::read_to_string(&out).expect("written");
+    let tuned =
+        shardctl_policies::load_policy(&text, "tuned.yaml").expect("the tuned policy validates");
+
+    let sim = sim_config(&args_for(&p)).expect("config");
+    let file =
+        shardctl_policies::load_policy(&std::fs::read_to_string(&p).expect("policy"), "input")
+            .expect("valid");
+    let a = tune(&file, 0, &sim, Objective::Cost, &mut |_, _| {}).expect("tunes");
+    assert!(a.tuned.throttled_records <= a.input.throttled_records);
+    assert!(a.tuned.cost_usd <= a.input.cost_usd);
+    assert!(a.runs > 10, "{} simulations", a.runs);
+    let b = tune(&file, 0, &sim, Objective::Cost, &mut |_, _| {}).expect("tunes");
+    assert_eq!(a.file, b.file, "the same seed gives the same policy");
+    assert_eq!(a.file, tuned, "the written policy is the tuned one");
+}
+
+fn args_for(p: &str) -> SimulateArgs {
+    Cli::try_parse_from([
+        "simulate",
+        "--policy",
+        p,
+        "--scenario",
+        "hot-org-surge",
+        "--duration",
+        "30m",
+    ])
+    .expect("parses")
+    .args
+}
