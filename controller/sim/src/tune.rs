@@ -225,12 +225,12 @@ pub fn tune(
             for &v in knob.values.iter().filter(|&&v| v != current) {
                 let mut p = best_policy.clone();
                 (knob.set)(&mut p, v);
-                if let Some(s) = run(&p, &mut runs, &mut invalid)? {
-                    if better(objective, &input, &best, &s) {
-                        best = s;
-                        best_policy = p;
-                        changed = true;
-                    }
+                if let Some(s) = run(&p, &mut runs, &mut invalid)?
+                    && better(objective, &input, &best, &s)
+                {
+                    best = s;
+                    best_policy = p;
+                    changed = true;
                 }
                 progress(runs, knob.name);
             }
