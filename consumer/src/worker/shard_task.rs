@@ -1,5 +1,10 @@
 //! One task per held shard: wait for the parents and the handoff, read the shard in order, hand
 //! each batch to the processor after checking the tenure, and finish the shard.
+//!
+//! Over 500 lines by choice: the read loop is one sequence of checks (signal, tenure, handoff,
+//! read, de-aggregate, resume filter, tenure again, dispatch) whose order is the guarantee;
+//! spreading it over files would hide that order. The retrieval modes are the `Source` at the
+//! end.
 
 use super::*;
 use crate::reader::ResumeFilter;
