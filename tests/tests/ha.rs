@@ -516,9 +516,15 @@ spec:
 
 /// Keeps every open shard of the current stream hot (the current and previous minute, once per
 /// shard and minute); with `rotate`, moves the policy to a fresh stream once the current one
-/// reached `max_shards`.
+/// reached `max_shards` and its journal (in `table`) has no operation in flight.
+///
+/// The journal condition is the operator's part, not the controller's: an operation whose stream
+/// leaves the policy while it is in flight stays in flight in the journal until the stream
+/// returns to a policy (the leader settles it on its first pass over that stream); removing a
+/// stream in that window is what the analysis would then report as an entry left in flight.
 struct Pressure {
     aws: Aws,
+    table: String,
     streams: Arc<Mutex<Streams>>,
     policy: PathBuf,
     max_shards: usize,
@@ -556,6 +562,11 @@ impl Pressure {
                     if self.rotate
                         && open.len() >= self.max_shards
                         && self.aws.stream_active(&stream).await
+                        && self
+                            .aws
+                            .journal(&self.table, &stream)
+                            .await
+                            .is_ok_and(|entries| entries.iter().all(|e| e.outcome != "inFlight"))
                     {
                         let next = unique("ha");
                         self.aws.create_stream(&next, 2).await;
@@ -1393,6 +1404,7 @@ async fn leaders_under_random_kills_pauses_and_terms_never_reshard_at_once() {
     let pump = tokio::spawn(
         Pressure {
             aws: aws.clone(),
+            table: table.clone(),
             streams: streams.clone(),
             policy: policy.clone(),
             max_shards,
@@ -1683,6 +1695,7 @@ async fn rolling_update_keeps_one_actor_and_ready_pods() {
     let pump = tokio::spawn(
         Pressure {
             aws: aws.clone(),
+            table: table.clone(),
             streams: streams.clone(),
             policy: policy.clone(),
             max_shards,
