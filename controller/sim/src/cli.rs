@@ -73,6 +73,13 @@ pub struct SimulateArgs {
     /// configurations.
     #[arg(long, value_name = "SVG")]
     pub frontier: Option<PathBuf>,
+    /// Share (0 to 0.95) of throttled records that producers send again (the SDKs and the KPL
+    /// retry `ProvisionedThroughputExceeded`): extra load exactly where a shard is hot.
+    #[arg(long, default_value_t = 0.0)]
+    pub retry_share: f64,
+    /// Seconds before a throttled record is sent again (1 to 600).
+    #[arg(long, default_value_t = 1)]
+    pub retry_delay: u64,
 }
 
 /// Parses `30s`, `90m`, `24h`, `2d` (one number, one unit).
@@ -148,6 +155,15 @@ pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig> {
             SCENARIOS.join(", ")
         ),
     };
+    let mut scenario = scenario;
+    scenario.producers = crate::workload::Producers {
+        retry_share: args.retry_share,
+        retry_delay_secs: args.retry_delay,
+    };
+    scenario
+        .producers
+        .validate()
+        .map_err(|e| anyhow!("--retry-share/--retry-delay: {e}"))?;
     let minutes = args.duration.map_or(scenario.minutes, |d| d.as_secs() / 60);
     Ok(SimConfig {
         uniform: UniformConfig::for_policy(&policy),

@@ -241,15 +241,6 @@ pub fn run_strategy(
     progress: Progress<'_>,
 ) -> Result<Outcome> {
     let end = cfg.minutes * 60;
-    let on_demand = matches!(strategy, Strategy::OnDemand | Strategy::OnDemandAdvantage);
-    if !on_demand && cfg.scenario.producers.retry_share > 0.0 {
-        anyhow::bail!(
-            "producer retries (retry share {}) are modelled for on-demand only so far; the \
-             provisioned strategies would ignore them, so {} cannot be compared",
-            cfg.scenario.producers.retry_share,
-            strategy.name()
-        );
-    }
     let new_world = || {
         World::new(
             WorldConfig::new(cfg.policy.name.clone()),

@@ -62,6 +62,12 @@ pub struct TuneArgs {
     /// A price list instead of the shipped one.
     #[arg(long)]
     pub prices: Option<PathBuf>,
+    /// Share of throttled records producers send again (see `shardctl simulate`).
+    #[arg(long, default_value_t = 0.0)]
+    pub retry_share: f64,
+    /// Seconds before a throttled record is sent again.
+    #[arg(long, default_value_t = 1)]
+    pub retry_delay: u64,
     /// What to improve.
     #[arg(long, value_enum, default_value_t = Objective::Cost)]
     pub objective: Objective,
@@ -273,6 +279,8 @@ pub fn run_tune(args: TuneArgs) -> Result<ExitCode> {
         prices: args.prices.clone(),
         strategies: Vec::new(),
         frontier: None,
+        retry_share: args.retry_share,
+        retry_delay: args.retry_delay,
     };
     let cfg = sim_config(&sim_args)?;
     let file = read_policy(&args.policy)?;

@@ -12,8 +12,10 @@ use serde::Serialize;
 /// is retried about `retry_share / (1 - retry_share)` times on average while its shard stays hot.
 /// Throttled counts then include every throttled attempt, and offered records include retries.
 ///
-/// Modelled for on-demand so far; the provisioned strategies refuse a share above 0 rather than
-/// ignore it (the built-in scenarios use the default, no retries).
+/// In the provisioned world a retried record goes back to the shard it was throttled on (or, if
+/// that shard closed meanwhile, to the open shard holding the start of its range); in on-demand,
+/// to the stream. The built-in scenarios use the default, no retries; `shardctl simulate
+/// --retry-share S --retry-delay D` sets them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Producers {

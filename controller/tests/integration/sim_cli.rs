@@ -258,3 +258,45 @@ fn args_for(p: &str) -> SimulateArgs {
     .expect("parses")
     .args
 }
+
+/// Producers that retry throttled records offer them again to the hot shard: more records
+/// offered and throttled than without retries, on the provisioned strategies and on-demand alike;
+/// bad retry settings are errors.
+#[test]
+fn retried_records_add_load_where_the_shard_is_hot() {
+    let text = "minute,target,records_per_second,bytes_per_second\n0,bucket:0/4,100,102400\n0,key:org-acme,1500,1536000\n";
+    let trace = temp("retry.csv", text);
+    let run = |share: &str| {
+        let a = args(&[
+            "--trace",
+            trace.to_str().expect("utf-8"),
+            "--shards",
+            "4",
+            "--duration",
+            "10m",
+            "--retry-share",
+            share,
+            "--retry-delay",
+            "2",
+        ]);
+        let cfg = sim_config(&a).expect("config");
+        compare(&cfg, &[Strategy::Static], &mut |_, _, _| {})
+            .expect("runs")
+            .remove(0)
+            .summary
+    };
+    let (without, with) = (run("0"), run("0.5"));
+    assert!(
+        without.throttled_records > 0,
+        "the key is over one shard's limit"
+    );
+    assert!(
+        with.offered_records > without.offered_records,
+        "{} vs {}",
+        with.offered_records,
+        without.offered_records
+    );
+    assert!(with.throttled_records > without.throttled_records);
+    let e = sim_config(&args(&["--scenario", "diurnal", "--retry-share", "1.5"])).expect_err("bad");
+    assert!(format!("{e:#}").contains("retry share"), "{e:#}");
+}
