@@ -2,7 +2,8 @@
 //! least as good as the input on both axes (records throttled and cost, every line item).
 //!
 //! The search is coordinate descent over a fixed grid, in a fixed order: for each knob in turn
-//! (split threshold, window, cooldown and rate; merge threshold, window and cooldown), every
+//! (split threshold, window, cooldown and rate; merge threshold, window and cooldown; the
+//! minimum shards of the first budget that sets one), every
 //! grid value is tried with the other knobs at the best values so far, and kept when the result
 //! throttles no more and costs no more than the input and is better on the objective. Passes
 //! repeat until one changes nothing (at most three). The simulator is deterministic for a seed,
@@ -88,7 +89,7 @@ fn mins(d: HumanDuration) -> u64 {
     d.0.as_secs() / 60
 }
 
-const KNOBS: [Knob; 7] = [
+const KNOBS: [Knob; 8] = [
     Knob {
         name: "split.threshold (%)",
         values: &[55, 65, 75, 85],
@@ -151,6 +152,21 @@ const KNOBS: [Knob; 7] = [
         values: &[15, 30, 60],
         get: |p| mins(p.merge.cooldown),
         set: |p, v| p.merge.cooldown = HumanDuration::mins(v),
+    },
+    Knob {
+        name: "budgets[first with minShards].minShards",
+        values: &[4, 8, 12, 16, 24, 32],
+        get: |p| {
+            p.budgets
+                .iter()
+                .find_map(|b| b.min_shards)
+                .map_or(0, u64::from)
+        },
+        set: |p, v| {
+            if let Some(b) = p.budgets.iter_mut().find(|b| b.min_shards.is_some()) {
+                b.min_shards = Some(u32::try_from(v).unwrap_or(u32::MAX));
+            }
+        },
     },
 ];
 
@@ -345,6 +361,9 @@ fn render(t: &Tuned, out: &std::path::Path) -> String {
     }
     for (name, from, to) in &t.changes {
         text += &format!("  {name}: {from} -> {to}\n");
+        if name.starts_with("budgets") && to < from {
+            text += "    warning: a budget's minimum is lowered because this traffic never needs it; keep the old value if the budget prepares for an event the traffic does not contain\n";
+        }
     }
     text += &format!(
         "{} simulations, {} candidates refused by the validator; written to {}\n",
