@@ -295,41 +295,37 @@ impl Subscription {
             .map_err(|e| self.subscribe_error(&e))
     }
 
+    /// `ResourceInUse` (a subscription for this consumer and shard still open, or renewed
+    /// within five seconds) and `LimitExceeded` are back-off signals; the rest are errors.
     fn subscribe_error<R: std::fmt::Debug>(
         &self,
         e: &SdkError<SubscribeToShardError, R>,
     ) -> ReadError {
         let busy = e
             .as_service_error()
-            .is_some_and(|s| s.is_resource_in_use_exception() || s.is_kms_throttling_exception());
-        if busy {
-            ReadError::Throttled {
-                shard: self.shard.clone(),
-            }
-        } else {
-            ReadError::Kinesis {
-                operation: "SubscribeToShard",
-                shard: self.shard.clone(),
-                message: DisplayErrorContext(e).to_string(),
-            }
-        }
+            .is_some_and(|s| s.is_resource_in_use_exception() || s.is_limit_exceeded_exception());
+        self.classify(busy, &DisplayErrorContext(e))
     }
 
+    /// The emulator (and the service, for a renewal within five seconds) reports a subscription
+    /// still open as the stream's first message; KMS throttling is a back-off signal too.
     fn stream_error<R: std::fmt::Debug>(
         &self,
         e: &SdkError<SubscribeToShardEventStreamError, R>,
     ) -> ReadError {
-        // The emulator (and the service, for a renewal within five seconds) reports a
-        // subscription still open as the stream's first message.
         let busy = e
             .as_service_error()
             .is_some_and(|s| s.is_resource_in_use_exception() || s.is_kms_throttling_exception());
+        self.classify(busy, &DisplayErrorContext(e))
+    }
+
+    fn classify(&self, busy: bool, e: &dyn std::fmt::Display) -> ReadError {
         if busy {
             ReadError::Throttled {
                 shard: self.shard.clone(),
             }
         } else {
-            self.kinesis_error(DisplayErrorContext(e).to_string())
+            self.kinesis_error(e.to_string())
         }
     }
 
