@@ -462,24 +462,7 @@ mod tests {
         let counts = static_counts(16);
         assert_eq!((counts[0], *counts.last().unwrap_or(&0) >= 60), (8, true));
         assert!(counts.len() <= 20);
-        let base = UniformConfig {
-            up_threshold: 75.0,
-            up_after: 5,
-            up_window: 15,
-            down_threshold: 25.0,
-            down_after: 15,
-            down_window: 15,
-            period_minutes: 1,
-            check_minutes: 5,
-            up_cool_off_minutes: 15,
-            down_cool_off_minutes: 60,
-            up_step: Step::Percent(150.0),
-            down_step: Step::Percent(25.0),
-            reads: true,
-            split_merge_fallback: true,
-            min_shards: 1,
-            max_shards: 100,
-        };
+        let base = UniformConfig::scaling_utils(&crate::example_stream());
         assert!(
             uniform_grid(base).contains(&base),
             "the documented settings are a grid point"

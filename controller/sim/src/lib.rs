@@ -93,3 +93,14 @@ pub fn status_line(world: &SharedWorld) -> String {
         t.shard_seconds as f64 / 3600.0,
     )
 }
+
+/// The first stream of the shipped example policy, for unit tests.
+#[cfg(test)]
+pub(crate) fn example_stream() -> shardctl_policies::StreamPolicy {
+    shardctl_policies::load_policy(
+        include_str!("../../../policies/examples/telecom-org-events.yaml"),
+        "telecom-org-events.yaml",
+    )
+    .map(|f| f.spec.streams[0].clone())
+    .unwrap_or_else(|e| panic!("the example policy is valid: {e}"))
+}

@@ -411,12 +411,7 @@ mod tests {
 
     #[test]
     fn every_knob_reads_back_what_it_sets() {
-        let mut p: StreamPolicy = load_policy(
-            include_str!("../../../policies/examples/telecom-org-events.yaml"),
-            "example",
-        )
-        .map(|f| f.spec.streams[0].clone())
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = crate::example_stream();
         for knob in &KNOBS {
             for &v in knob.values {
                 (knob.set)(&mut p, v);
