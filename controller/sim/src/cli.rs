@@ -27,10 +27,11 @@ pub enum SimOutput {
     Csv,
 }
 
-/// Arguments of `shardctl simulate`.
+/// What `shardctl simulate` and `shardctl tune` share: the policy, the traffic, prices and
+/// producer behaviour.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(ArgGroup::new("traffic").required(true).args(["scenario", "trace"])))]
-pub struct SimulateArgs {
+pub struct TrafficArgs {
     /// The policy file; the simulated stream is its first stream (or `--stream`).
     #[arg(long)]
     pub policy: PathBuf,
@@ -53,16 +54,31 @@ pub struct SimulateArgs {
     /// Seed of all randomness: the same seed gives the same result.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// A price list to charge instead of the shipped one (same format as
+    /// `controller/sim/prices.yaml`: every price with what it is per, its source and date).
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Share (0 to 0.95) of throttled records that producers send again (the SDKs and the KPL
+    /// retry `ProvisionedThroughputExceeded`): extra load exactly where a shard is hot.
+    #[arg(long, default_value_t = 0.0)]
+    pub retry_share: f64,
+    /// Seconds before a throttled record is sent again (1 to 600).
+    #[arg(long, default_value_t = 1)]
+    pub retry_delay: u64,
+}
+
+/// Arguments of `shardctl simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// The policy and the traffic.
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = SimOutput::Table)]
     pub output: SimOutput,
     /// Write an SVG of per-shard load over time with the operations marked.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// A price list to charge instead of the shipped one (same format as
-    /// `controller/sim/prices.yaml`: every price with what it is per, its source and date).
-    #[arg(long)]
-    pub prices: Option<PathBuf>,
     /// Strategies to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub strategies: Vec<Strategy>,
@@ -73,13 +89,18 @@ pub struct SimulateArgs {
     /// configurations.
     #[arg(long, value_name = "SVG")]
     pub frontier: Option<PathBuf>,
-    /// Share (0 to 0.95) of throttled records that producers send again (the SDKs and the KPL
-    /// retry `ProvisionedThroughputExceeded`): extra load exactly where a shard is hot.
-    #[arg(long, default_value_t = 0.0)]
-    pub retry_share: f64,
-    /// Seconds before a throttled record is sent again (1 to 600).
-    #[arg(long, default_value_t = 1)]
-    pub retry_delay: u64,
+}
+
+impl AsRef<TrafficArgs> for SimulateArgs {
+    fn as_ref(&self) -> &TrafficArgs {
+        &self.traffic
+    }
+}
+
+impl AsRef<TrafficArgs> for TrafficArgs {
+    fn as_ref(&self) -> &TrafficArgs {
+        self
+    }
 }
 
 /// Parses `30s`, `90m`, `24h`, `2d` (one number, one unit).
@@ -128,7 +149,8 @@ struct Report<'a> {
 }
 
 /// Builds the configuration of a run from the arguments.
-pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig> {
+pub fn sim_config(args: &impl AsRef<TrafficArgs>) -> Result<SimConfig> {
+    let args = args.as_ref();
     let file = read_policy(&args.policy)?;
     let policy = match &args.stream {
         Some(name) => file

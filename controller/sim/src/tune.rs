@@ -12,7 +12,7 @@
 //!
 //! The written file is the input with the tuned values; the input's YAML comments are not kept.
 
-use crate::cli::{SimOutput, SimulateArgs, parse_duration, sim_config};
+use crate::cli::{TrafficArgs, sim_config};
 use crate::run::{Outcome, SimConfig, Strategy, Summary, run_strategy};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// What the tuner improves (never at the other's expense).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,38 +36,10 @@ pub enum Objective {
 
 /// `shardctl tune`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(group = clap::ArgGroup::new("traffic").required(true).args(["scenario", "trace"]))]
 pub struct TuneArgs {
-    /// The policy to start from; the tuned stream is its first (or `--stream`).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// The stream to tune (default: the policy's first).
-    #[arg(long)]
-    pub stream: Option<String>,
-    /// A built-in scenario (see `shardctl simulate`).
-    #[arg(long)]
-    pub scenario: Option<String>,
-    /// Recorded traffic (see `shardctl simulate --trace`).
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
-    /// Shards at the start for `--trace`.
-    #[arg(long, default_value_t = 16)]
-    pub shards: usize,
-    /// Simulated time per run, e.g. `24h` (default: the scenario's).
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Seed of the traffic: the same seed gives the same tuned policy.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// A price list instead of the shipped one.
-    #[arg(long)]
-    pub prices: Option<PathBuf>,
-    /// Share of throttled records producers send again (see `shardctl simulate`).
-    #[arg(long, default_value_t = 0.0)]
-    pub retry_share: f64,
-    /// Seconds before a throttled record is sent again.
-    #[arg(long, default_value_t = 1)]
-    pub retry_delay: u64,
+    /// The policy to start from (its first stream, or `--stream`, is tuned) and the traffic.
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
     /// What to improve.
     #[arg(long, value_enum, default_value_t = Objective::Cost)]
     pub objective: Objective,
@@ -282,24 +253,8 @@ pub fn tune(
 
 /// Runs `shardctl tune`.
 pub fn run_tune(args: TuneArgs) -> Result<ExitCode> {
-    let sim_args = SimulateArgs {
-        policy: args.policy.clone(),
-        stream: args.stream.clone(),
-        scenario: args.scenario.clone(),
-        trace: args.trace.clone(),
-        shards: args.shards,
-        duration: args.duration,
-        seed: args.seed,
-        output: SimOutput::Table,
-        plot: None,
-        prices: args.prices.clone(),
-        strategies: Vec::new(),
-        frontier: None,
-        retry_share: args.retry_share,
-        retry_delay: args.retry_delay,
-    };
-    let cfg = sim_config(&sim_args)?;
-    let file = read_policy(&args.policy)?;
+    let cfg = sim_config(&args.traffic)?;
+    let file = read_policy(&args.traffic.policy)?;
     let index = file
         .spec
         .streams
@@ -328,7 +283,7 @@ pub fn run_tune(args: TuneArgs) -> Result<ExitCode> {
             Objective::Cost => "cost",
             Objective::Throttling => "throttling",
         },
-        args.policy.display(),
+        args.traffic.policy.display(),
         cfg.scenario.name,
         cfg.seed,
         cfg.minutes
