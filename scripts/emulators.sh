@@ -22,6 +22,8 @@ KCL_RS_VERSION="0.1.4"
 # aws-kinesis-agg: AWS's KPL-format aggregator for producers without the KPL. The consumer's tests
 # de-aggregate records it wrote (tests/kpl/aggregate.py).
 AWS_KINESIS_AGG_VERSION="1.2.3"
+# aws-kinesis-agg imports six without declaring it; pinned beside it.
+SIX_VERSION="1.17.0"
 KINESIS_PORT="${SHARDCTL_KINESIS_PORT:-4567}"
 KINESIS_TLS_PORT="$((KINESIS_PORT + 1))"
 MOTO_PORT="${SHARDCTL_MOTO_PORT:-5000}"
@@ -110,7 +112,7 @@ install_kinesis_agg() {
         return
     fi
     log "installing aws-kinesis-agg==$AWS_KINESIS_AGG_VERSION"
-    "$EMU/venv/bin/python" -m pip install --quiet --disable-pip-version-check "aws-kinesis-agg==$AWS_KINESIS_AGG_VERSION" >&2
+    "$EMU/venv/bin/python" -m pip install --quiet --disable-pip-version-check "aws-kinesis-agg==$AWS_KINESIS_AGG_VERSION" "six==$SIX_VERSION" >&2
     "$EMU/venv/bin/python" -c "from aws_kinesis_agg.aggregator import RecordAggregator" || {
         log "aws-kinesis-agg installed but its aggregator does not import in $EMU/venv"
         exit 1
