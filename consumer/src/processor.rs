@@ -288,7 +288,13 @@ impl Checkpointer {
             return Err(CheckpointError::BeyondDelivered {
                 lease_key: self.lease_key.clone(),
                 requested: requested.to_string(),
-                delivered: delivered.map(|(seq, sub)| show_position(&seq, sub)),
+                delivered: delivered.map(|(sequence_number, sub_sequence_number)| {
+                    Checkpoint::Sequence {
+                        sequence_number,
+                        sub_sequence_number,
+                    }
+                    .to_string()
+                }),
             });
         }
         self.write(requested, &BTreeSet::new()).await
@@ -508,14 +514,6 @@ pub(crate) fn compare_positions(a: (&str, u64), b: (&str, u64)) -> Ordering {
     compare_sequence_numbers(a.0, b.0).then(a.1.cmp(&b.1))
 }
 
-/// A position as messages show it: `sequence` or `sequence.sub` (as [`Checkpoint`] displays).
-fn show_position(sequence_number: &str, sub_sequence_number: u64) -> String {
-    match sub_sequence_number {
-        0 => sequence_number.to_owned(),
-        sub => format!("{sequence_number}.{sub}"),
-    }
-}
-
 /// The application's per-shard logic, in the spirit of the KCL record processor.
 ///
 /// Methods return futures that must be `Send`; implement them with `async fn`.
@@ -620,8 +618,6 @@ mod tests {
         assert_eq!(compare_positions(("10", 0), ("9", 24)), Ordering::Greater);
         assert_eq!(compare_positions(("10", 3), ("10", 12)), Ordering::Less);
         assert_eq!(compare_positions(("010", 12), ("10", 12)), Ordering::Equal);
-        assert_eq!(show_position("10", 0), "10");
-        assert_eq!(show_position("10", 12), "10.12");
     }
 
     #[tokio::test]
