@@ -19,6 +19,7 @@
 use crate::baselines::{Step, UniformConfig};
 use crate::run::SimConfig;
 use crate::run::{Strategy, Summary, run_static_with, run_uniform_with};
+use crate::svg::escape;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -403,12 +404,6 @@ pub fn svg(f: &Frontier, title: &str) -> String {
     );
     s.push_str("</svg>\n");
     s
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Which strategies the frontier needs from the normal comparison.

@@ -38,15 +38,19 @@ impl Svg {
     }
 
     fn text(&mut self, x: f64, y: f64, size: f64, anchor: &str, text: &str) {
-        let escaped = text
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
+        let escaped = escape(text);
         let _ = writeln!(
             self.0,
             r#"<text x="{x:.1}" y="{y:.1}" font-size="{size}" text-anchor="{anchor}">{escaped}</text>"#
         );
     }
+}
+
+/// `text` safe inside SVG markup.
+pub(crate) fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Colour of a utilisation (1.0 = the per-shard limit): pale blue when idle, through yellow and
