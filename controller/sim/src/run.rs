@@ -241,13 +241,7 @@ pub fn run_strategy(
     progress: Progress<'_>,
 ) -> Result<Outcome> {
     let end = cfg.minutes * 60;
-    let new_world = || {
-        World::new(
-            WorldConfig::new(cfg.policy.name.clone()),
-            &cfg.scenario,
-            cfg.seed,
-        )
-    };
+    let new_world = || world_for(cfg, &cfg.scenario);
     match strategy {
         Strategy::Static => {
             let mut w = new_world();
@@ -263,9 +257,11 @@ pub fn run_strategy(
             } else {
                 UniformConfig::lambda_sample(&cfg.policy)
             };
-            let mut w = new_world();
-            run_uniform(&mut w, cfg, &u, strategy, end, progress);
-            Ok(provisioned(strategy, w, cfg))
+            Ok(provisioned(
+                strategy,
+                uniform_world(cfg, &u, strategy, progress),
+                cfg,
+            ))
         }
         Strategy::Shardctl => {
             let shared = SharedWorld::new(new_world());
@@ -287,21 +283,30 @@ fn provisioned(strategy: Strategy, w: World, cfg: &SimConfig) -> Outcome {
     }
 }
 
+/// A fresh world of `cfg`'s stream on `scenario`'s traffic.
+fn world_for(cfg: &SimConfig, scenario: &Scenario) -> World {
+    World::new(
+        WorldConfig::new(cfg.policy.name.clone()),
+        scenario,
+        cfg.seed,
+    )
+}
+
+/// The world after a stream-level autoscaler with settings `u` ran for the whole simulation.
+fn uniform_world(
+    cfg: &SimConfig,
+    u: &UniformConfig,
+    strategy: Strategy,
+    progress: Progress<'_>,
+) -> World {
+    let mut w = world_for(cfg, &cfg.scenario);
+    run_uniform(&mut w, cfg, u, strategy, cfg.minutes * 60, progress);
+    w
+}
+
 /// Runs a stream-level autoscaler with settings `u` (reported as scaling-utils).
 pub fn run_uniform_with(cfg: &SimConfig, u: &UniformConfig) -> Summary {
-    let mut w = World::new(
-        WorldConfig::new(cfg.policy.name.clone()),
-        &cfg.scenario,
-        cfg.seed,
-    );
-    run_uniform(
-        &mut w,
-        cfg,
-        u,
-        Strategy::ScalingUtils,
-        cfg.minutes * 60,
-        &mut |_, _, _| {},
-    );
+    let w = uniform_world(cfg, u, Strategy::ScalingUtils, &mut |_, _, _| {});
     world_summary(Strategy::ScalingUtils, &w, cfg)
 }
 
@@ -309,11 +314,7 @@ pub fn run_uniform_with(cfg: &SimConfig, u: &UniformConfig) -> Summary {
 pub fn run_static_with(cfg: &SimConfig, shards: usize) -> Summary {
     let mut scenario = cfg.scenario.clone();
     scenario.initial_shards = shards.max(1);
-    let mut w = World::new(
-        WorldConfig::new(cfg.policy.name.clone()),
-        &scenario,
-        cfg.seed,
-    );
+    let mut w = world_for(cfg, &scenario);
     w.advance_to(cfg.minutes * 60);
     world_summary(Strategy::Static, &w, cfg)
 }
