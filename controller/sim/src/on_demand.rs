@@ -17,6 +17,7 @@
 use crate::prices::Costs;
 use crate::run::{Progress, SimConfig, Strategy, Summary, percent, relief};
 use crate::traffic::{Burst, MinuteRates, Offered};
+use crate::workload::Retries;
 use crate::world::{MIB, SHARD_RECORDS};
 use serde::Serialize;
 
@@ -98,9 +99,8 @@ fn simulate(cfg: &SimConfig, advantage: bool, progress: Progress<'_>) -> Usage {
     let mut offered = Offered::default();
     let mut u = Usage::default();
     let mut minute_accepted: Vec<(f64, f64)> = Vec::new();
-    // Records (count, size) waiting to be retried, by the second they are sent again.
-    let mut retries: std::collections::VecDeque<(u64, f64)> = std::collections::VecDeque::new();
-    let delay = producers.retry_delay_secs.max(1) as usize;
+    // Records (count, mean size) waiting to be sent again.
+    let mut retries: Retries<(u64, f64)> = Retries::new(&producers);
     let size = |b: f64, r: f64| if r > 0.0 { b / r } else { 0.0 };
     for m in 0..cfg.minutes {
         traffic.rates(m, start, true, &mut rates);
@@ -147,14 +147,9 @@ fn simulate(cfg: &SimConfig, advantage: bool, progress: Progress<'_>) -> Usage {
                 let cap = SHARD_RECORDS.min((MIB / sz.max(1.0)).floor() as u64);
                 sources.push((n, n.min(cap), sz));
             }
-            if retries.len() < delay {
-                retries.resize(delay, (0, 0.0));
-            }
             // Retried records are ordinary writes again (bound by their key's partition in
             // reality; here part of the stream's load).
-            if let Some((n, sz)) = retries.pop_front()
-                && n > 0
-            {
+            for (n, sz) in retries.due() {
                 sources.push((n, n, sz));
             }
             let want_records: u64 = sources.iter().map(|s| s.1).sum();
@@ -178,17 +173,7 @@ fn simulate(cfg: &SimConfig, advantage: bool, progress: Progress<'_>) -> Usage {
                 u.gb_read_once += a as f64 * sz / GB;
             }
             let throttled = offered_s - accepted;
-            let again = if throttled > 0 {
-                (throttled as f64 * producers.retry_share).round() as u64
-            } else {
-                0
-            };
-            let again_size = if throttled > 0 {
-                thr_bytes / throttled as f64
-            } else {
-                0.0
-            };
-            retries.push_back((again, again_size));
+            retries.later(throttled, |again| (again, thr_bytes / throttled as f64));
             mar += accepted as f64;
             mo += offered_s;
             mt += throttled;

@@ -55,6 +55,44 @@ impl Producers {
     }
 }
 
+/// Throttled records waiting for the second producers send them again: the one retry rule of
+/// the provisioned world and of on-demand.
+#[derive(Debug)]
+pub(crate) struct Retries<T> {
+    share: f64,
+    delay: usize,
+    /// By second from now: index 0 is due at the next [`Retries::due`].
+    queue: std::collections::VecDeque<Vec<T>>,
+}
+
+impl<T> Retries<T> {
+    pub(crate) fn new(producers: &Producers) -> Self {
+        Retries {
+            share: producers.retry_share,
+            delay: producers.retry_delay_secs.max(1) as usize,
+            queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// What is sent again this second. Call once per simulated second, before [`Retries::later`].
+    pub(crate) fn due(&mut self) -> Vec<T> {
+        self.queue.pop_front().unwrap_or_default()
+    }
+
+    /// Of `throttled` records this second, the share producers send again, `delay` seconds on,
+    /// as `item(count)`; nothing when that share rounds to 0.
+    pub(crate) fn later(&mut self, throttled: u64, item: impl FnOnce(u64) -> T) {
+        let again = (throttled as f64 * self.share).round() as u64;
+        if again == 0 {
+            return;
+        }
+        if self.queue.len() < self.delay {
+            self.queue.resize_with(self.delay, Vec::new);
+        }
+        self.queue[self.delay - 1].push(item(again));
+    }
+}
+
 /// The consumer applications reading the stream: each reads every accepted record once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -222,11 +222,8 @@ pub struct World {
     pub totals: Totals,
     /// Resharding operations performed.
     pub ops: Vec<OpEvent>,
-    /// How producers retry throttled records.
-    producers: crate::workload::Producers,
-    /// Throttled records to be offered again, by second from now: (shard index, records, mean
-    /// size in bytes).
-    retries: std::collections::VecDeque<Vec<(usize, u64, f64)>>,
+    /// Throttled records to be offered again: (shard index, records, mean size in bytes).
+    retries: crate::workload::Retries<(usize, u64, f64)>,
 }
 
 impl World {
@@ -256,8 +253,7 @@ impl World {
             stream_minutes: Vec::new(),
             totals: Totals::default(),
             ops: Vec::new(),
-            producers: scenario.producers,
-            retries: std::collections::VecDeque::new(),
+            retries: crate::workload::Retries::new(&scenario.producers),
         };
         for range in even_ranges(scenario.initial_shards.max(1)) {
             w.open_shard(range, None, None);
@@ -495,22 +491,18 @@ impl World {
         // Records producers send again this second: to the shard they were throttled on, or,
         // if it closed since, to the open shard that holds the start of its range (a retry
         // comes a few seconds after the throttle; a reshard takes longer).
-        if let Some(due) = self.retries.pop_front() {
-            for (shard, n, size) in due {
-                let key = self.shards[shard].range.starting_hash_key;
-                let p = self.open.iter().position(|&i| i == shard).or_else(|| {
-                    self.open
-                        .iter()
-                        .position(|&i| self.shards[i].range.contains(key))
-                });
-                if let Some(s) = p.and_then(|p| per_shard.get_mut(p)) {
-                    s.0 += n;
-                    s.1 += n as f64 * size;
-                }
+        for (shard, n, size) in self.retries.due() {
+            let key = self.shards[shard].range.starting_hash_key;
+            let p = self.open.iter().position(|&i| i == shard).or_else(|| {
+                self.open
+                    .iter()
+                    .position(|&i| self.shards[i].range.contains(key))
+            });
+            if let Some(s) = p.and_then(|p| per_shard.get_mut(p)) {
+                s.0 += n;
+                s.1 += n as f64 * size;
             }
         }
-        let delay = self.producers.retry_delay_secs.max(1) as usize;
-        let share = self.producers.retry_share;
         let mut stream = MinuteSums::default();
         for (p, &(offered, bytes)) in per_shard.iter().enumerate() {
             let mut sums = MinuteSums::default();
@@ -527,13 +519,9 @@ impl World {
                     open_shards: 0,
                 };
                 self.totals.payload_units += accepted as f64 * (size / 25_600.0).ceil().max(1.0);
-                let again = ((offered - accepted) as f64 * share).round() as u64;
-                if again > 0 {
-                    if self.retries.len() < delay {
-                        self.retries.resize(delay, Vec::new());
-                    }
-                    self.retries[delay - 1].push((self.open[p], again, size));
-                }
+                let shard = self.open[p];
+                self.retries
+                    .later(offered - accepted, |again| (shard, again, size));
             }
             let shard = &mut self.shards[self.open[p]];
             let i = (minute - shard.first_minute) as usize;
