@@ -249,27 +249,20 @@ impl SendQueue {
         };
         let mut aggregator = Aggregator::with_max_bytes(limit);
         let mut count = 0;
+        let mut full = None;
         for (event, data) in queue {
             match aggregator.add(UserRecord::new(event.partition_key.clone(), data.clone())) {
                 Ok(None) => count += 1,
                 // Full: it holds the first `count` events; the event that did not fit waits.
-                Ok(Some(full)) => {
-                    return Some(if count > 1 {
-                        Unit {
-                            queue: q,
-                            count,
-                            partition_key: full.partition_key,
-                            data: full.data,
-                        }
-                    } else {
-                        plain()
-                    });
+                Ok(Some(finished)) => {
+                    full = Some(finished);
+                    break;
                 }
                 // Too large for an aggregate of `limit`: it goes as a record of its own.
                 Err(_) => break,
             }
         }
-        match aggregator.flush() {
+        match full.or_else(|| aggregator.flush()) {
             Some(full) if count > 1 => Some(Unit {
                 queue: q,
                 count,
