@@ -17,8 +17,7 @@ use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
-    SubscribeToShardEventStream,
+    ConsumerStatus, StartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
 use tracing::{debug, info};
 
@@ -261,23 +260,7 @@ impl Subscription {
         EventReceiver<SubscribeToShardEventStream, SubscribeToShardEventStreamError>,
         ReadError,
     > {
-        let (kind, sequence, timestamp) = match &self.position {
-            StartPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
-            StartPosition::Latest => (ShardIteratorType::Latest, None, None),
-            StartPosition::At(seq) => {
-                (ShardIteratorType::AtSequenceNumber, Some(seq.clone()), None)
-            }
-            StartPosition::After(seq) => (
-                ShardIteratorType::AfterSequenceNumber,
-                Some(seq.clone()),
-                None,
-            ),
-            StartPosition::AtTimestamp(at) => (
-                ShardIteratorType::AtTimestamp,
-                None,
-                Some(aws_smithy_types::DateTime::from(*at)),
-            ),
-        };
+        let (kind, sequence, timestamp) = self.position.to_kinesis();
         let position = StartingPosition::builder()
             .r#type(kind)
             .set_sequence_number(sequence)

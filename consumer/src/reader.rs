@@ -148,6 +148,32 @@ pub enum StartPosition {
 }
 
 impl StartPosition {
+    /// The Kinesis start type with its sequence number or timestamp, as `GetShardIterator` and
+    /// `SubscribeToShard` both take it.
+    pub(crate) fn to_kinesis(
+        &self,
+    ) -> (
+        ShardIteratorType,
+        Option<String>,
+        Option<aws_smithy_types::DateTime>,
+    ) {
+        match self {
+            Self::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
+            Self::Latest => (ShardIteratorType::Latest, None, None),
+            Self::At(seq) => (ShardIteratorType::AtSequenceNumber, Some(seq.clone()), None),
+            Self::After(seq) => (
+                ShardIteratorType::AfterSequenceNumber,
+                Some(seq.clone()),
+                None,
+            ),
+            Self::AtTimestamp(at) => (
+                ShardIteratorType::AtTimestamp,
+                None,
+                Some(aws_smithy_types::DateTime::from(*at)),
+            ),
+        }
+    }
+
     /// The position a checkpoint resumes from; `None` for `SHARD_END` (nothing left), and for
     /// `AT_TIMESTAMP` when no timestamp is configured (KCL stores only the sentinel). A sequence
     /// number resumes *at* itself, as KCL does: a checkpoint names a position within a record
@@ -222,19 +248,11 @@ pub(crate) async fn shard_iterator(
         .get_shard_iterator()
         .stream_name(stream)
         .shard_id(shard);
-    req = match position {
-        StartPosition::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        StartPosition::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
-        StartPosition::At(seq) => req
-            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .starting_sequence_number(seq),
-        StartPosition::After(seq) => req
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(seq),
-        StartPosition::AtTimestamp(at) => req
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(aws_smithy_types::DateTime::from(*at)),
-    };
+    let (kind, sequence, timestamp) = position.to_kinesis();
+    req = req
+        .shard_iterator_type(kind)
+        .set_starting_sequence_number(sequence)
+        .set_timestamp(timestamp);
     match req
         .customize()
         .config_override(no_sdk_retries())
