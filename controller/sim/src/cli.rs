@@ -65,6 +65,14 @@ pub struct TrafficArgs {
     /// Seconds before a throttled record is sent again (1 to 600).
     #[arg(long, default_value_t = 1)]
     pub retry_delay: u64,
+    /// Records above 1 MiB per hour across the stream, on random keys (the stream's maximum
+    /// record size raised with `UpdateMaxRecordSize`); each draws on its shard's 10 MiB burst
+    /// tank, which refills at 1 MiB/s and which ordinary writes share.
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    pub large_records_per_hour: f64,
+    /// The largest of those records in MiB (sizes are uniform from 1 MiB up to it; at most 10).
+    #[arg(long, default_value_t = 10.0, value_name = "MIB")]
+    pub large_record_max_mib: f64,
 }
 
 /// Arguments of `shardctl simulate`.
@@ -186,6 +194,14 @@ pub fn sim_config(args: &impl AsRef<TrafficArgs>) -> Result<SimConfig> {
         .producers
         .validate()
         .map_err(|e| anyhow!("--retry-share/--retry-delay: {e}"))?;
+    scenario.large_records = crate::workload::LargeRecords {
+        per_hour: args.large_records_per_hour,
+        max_mib: args.large_record_max_mib,
+    };
+    scenario
+        .large_records
+        .validate()
+        .map_err(|e| anyhow!("--large-records-per-hour/--large-record-max-mib: {e}"))?;
     let minutes = args.duration.map_or(scenario.minutes, |d| d.as_secs() / 60);
     Ok(SimConfig {
         uniform: UniformConfig::for_policy(&policy),

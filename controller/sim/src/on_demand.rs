@@ -17,7 +17,7 @@
 use crate::prices::Costs;
 use crate::run::{Progress, SimConfig, Strategy, Summary, percent, relief};
 use crate::traffic::{Burst, MinuteRates, Offered};
-use crate::workload::Retries;
+use crate::workload::{LargeDraws, Retries};
 use crate::world::{MIB, SHARD_RECORDS};
 use serde::Serialize;
 
@@ -101,6 +101,7 @@ fn simulate(cfg: &SimConfig, advantage: bool, progress: Progress<'_>) -> Usage {
     let mut minute_accepted: Vec<(f64, f64)> = Vec::new();
     // Records (count, mean size) waiting to be sent again.
     let mut retries: Retries<(u64, f64)> = Retries::new(&producers);
+    let mut large = LargeDraws::new(&cfg.scenario.large_records, cfg.seed);
     let size = |b: f64, r: f64| if r > 0.0 { b / r } else { 0.0 };
     for m in 0..cfg.minutes {
         traffic.rates(m, start, true, &mut rates);
@@ -171,6 +172,16 @@ fn simulate(cfg: &SimConfig, advantage: bool, progress: Progress<'_>) -> Usage {
                 let billed = (sz / 1024.0).ceil().max(1.0) * 1024.0;
                 u.gb_in += a as f64 * billed / GB;
                 u.gb_read_once += a as f64 * sz / GB;
+            }
+            // Large records: on-demand "handles the large record burst capacity transparently"
+            // (https://docs.aws.amazon.com/streams/latest/dev/large-records.html), so they are
+            // taken and billed like any write.
+            if let Some((_, sz)) = large.second() {
+                offered_s += 1;
+                accepted += 1;
+                mab += sz;
+                u.gb_in += (sz / 1024.0).ceil() * 1024.0 / GB;
+                u.gb_read_once += sz / GB;
             }
             let throttled = offered_s - accepted;
             retries.later(throttled, |again| (again, thr_bytes / throttled as f64));

@@ -163,6 +163,7 @@ pub fn scenario(name: &str, seed: u64) -> Result<Scenario> {
         traffic: TrafficModel::Synthetic(traffic),
         surge,
         producers: Default::default(),
+        large_records: Default::default(),
         readers: Default::default(),
     })
 }

@@ -57,6 +57,7 @@ pub fn read_trace(path: &Path, initial_shards: usize) -> Result<Scenario> {
         traffic: TrafficModel::Trace(trace),
         surge: None,
         producers: Default::default(),
+        large_records: Default::default(),
         readers: Default::default(),
     })
 }

@@ -17,7 +17,7 @@ use shardctl_policies::{HashKey, HashRange};
 
 pub use crate::scenarios::{SCENARIOS, scenario};
 pub use crate::trace::{Trace, parse_trace, read_trace};
-pub use crate::workload::{Producers, Readers};
+pub use crate::workload::{LargeRecords, Producers, Readers};
 
 /// Equal slices of the hash key space that carry the traffic of light keys.
 pub const BUCKETS: usize = 1024;
@@ -478,6 +478,8 @@ pub struct Scenario {
     pub surge: Option<(u64, u64)>,
     /// How producers retry throttled records.
     pub producers: Producers,
+    /// Records above 1 MiB.
+    pub large_records: LargeRecords,
     /// The consumer applications.
     pub readers: Readers,
 }

@@ -6,7 +6,8 @@
 //! it; its tests sit beside it.
 //!
 //! Per second each open shard takes at most 1,000 records and 1 MiB; the rest is throttled and
-//! counted. Per-minute sums of what was accepted and throttled become the shard's CloudWatch
+//! counted. Records above 1 MiB (up to 10 MiB) draw on the shard's write tank of burst capacity
+//! ([`crate::workload::WriteTank`]), which ordinary writes share and 1 MiB a second refills. Per-minute sums of what was accepted and throttled become the shard's CloudWatch
 //! datapoints, served only once they are older than the simulated CloudWatch delay. `SplitShard`,
 //! `MergeShards` and `UpdateShardCount` put the stream in `UPDATING` for a while (calls meanwhile
 //! fail with `ResourceInUse`); the new shards take traffic when it ends. A simulated consumer group
@@ -15,6 +16,7 @@
 use crate::traffic::{
     BUCKETS, Burst, MinuteRates, Offered, Scenario, TrafficModel, bucket_of, bucket_start,
 };
+use crate::workload::{LargeDraws, WriteTank};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -92,6 +94,8 @@ pub struct SimShard {
     pub first_minute: u64,
     /// Per minute: the sums of what the shard saw.
     pub minutes: Vec<MinuteSums>,
+    /// Its write tank for large records.
+    tank: WriteTank,
 }
 
 /// Sums over one minute (of a shard, or of the stream).
@@ -224,6 +228,10 @@ pub struct World {
     pub ops: Vec<OpEvent>,
     /// Throttled records to be offered again: (shard index, records, mean size in bytes).
     retries: crate::workload::Retries<(usize, u64, f64)>,
+    /// Records above 1 MiB, drawn per second.
+    large: LargeDraws,
+    /// Throttled large records to be offered again: (hash key, bytes).
+    large_retries: crate::workload::Retries<(HashKey, f64)>,
 }
 
 impl World {
@@ -254,6 +262,8 @@ impl World {
             totals: Totals::default(),
             ops: Vec::new(),
             retries: crate::workload::Retries::new(&scenario.producers),
+            large: LargeDraws::new(&scenario.large_records, seed),
+            large_retries: crate::workload::Retries::new(&scenario.producers),
         };
         for range in even_ranges(scenario.initial_shards.max(1)) {
             w.open_shard(range, None, None);
@@ -312,6 +322,7 @@ impl World {
             closed: None,
             first_minute: self.now / 60,
             minutes: Vec::new(),
+            tank: WriteTank::FULL,
         });
         self.open.push(number);
     }
@@ -503,27 +514,62 @@ impl World {
                 s.1 += n as f64 * size;
             }
         }
+        // Large records, new and retried, by the position of the open shard holding their key.
+        let mut large: Vec<(usize, HashKey, f64)> = Vec::new();
+        let shards = &self.shards;
+        let open = &self.open;
+        let position = |key: HashKey| {
+            open.partition_point(|&n| shards[n].range.ending_hash_key < key)
+                .min(open.len().saturating_sub(1))
+        };
+        for (key, bytes) in self
+            .large_retries
+            .due()
+            .into_iter()
+            .chain(self.large.second())
+        {
+            large.push((position(key), key, bytes));
+        }
         let mut stream = MinuteSums::default();
         for (p, &(offered, bytes)) in per_shard.iter().enumerate() {
             let mut sums = MinuteSums::default();
+            let n = self.open[p];
+            // Large records first: each takes the tank's bytes and one of the second's records.
+            let mut large_taken = 0u64;
+            self.shards[n].tank.refill(MIB);
+            for &(_, key, size) in large.iter().filter(|l| l.0 == p) {
+                sums.offered_records += 1;
+                sums.offered_bytes += size;
+                if large_taken < SHARD_RECORDS && self.shards[n].tank.admit(size) {
+                    large_taken += 1;
+                    sums.accepted_records += 1;
+                    sums.accepted_bytes += size;
+                    self.totals.payload_units += (size / 25_600.0).ceil();
+                } else {
+                    sums.throttled_records += 1;
+                    let draw = self.large.retry_draw();
+                    self.large_retries.later_one(draw, (key, size));
+                }
+            }
             if offered > 0 {
                 let size = bytes / offered as f64;
-                let cap = SHARD_RECORDS.min((MIB / size.max(1.0)).floor() as u64);
+                let left = self.shards[n].tank.allowance(MIB);
+                let cap = (SHARD_RECORDS - large_taken).min((left / size.max(1.0)).floor() as u64);
                 let accepted = offered.min(cap);
-                sums = MinuteSums {
+                self.shards[n].tank.spend(accepted as f64 * size);
+                sums.add(&MinuteSums {
                     offered_records: offered,
                     offered_bytes: bytes,
                     accepted_records: accepted,
                     accepted_bytes: accepted as f64 * size,
                     throttled_records: offered - accepted,
                     open_shards: 0,
-                };
+                });
                 self.totals.payload_units += accepted as f64 * (size / 25_600.0).ceil().max(1.0);
-                let shard = self.open[p];
                 self.retries
-                    .later(offered - accepted, |again| (shard, again, size));
+                    .later(offered - accepted, |again| (n, again, size));
             }
-            let shard = &mut self.shards[self.open[p]];
+            let shard = &mut self.shards[n];
             let i = (minute - shard.first_minute) as usize;
             if shard.minutes.len() <= i {
                 shard.minutes.resize(i + 1, MinuteSums::default());

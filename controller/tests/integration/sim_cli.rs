@@ -300,3 +300,61 @@ fn retried_records_add_load_where_the_shard_is_hot() {
     let e = sim_config(&args(&["--scenario", "diurnal", "--retry-share", "1.5"])).expect_err("bad");
     assert!(format!("{e:#}").contains("retry share"), "{e:#}");
 }
+
+/// Records above 1 MiB draw on their shard's burst tank: in the provisioned world they add
+/// records, PUT payload units and throttling where the tank runs low; on-demand takes them all
+/// and bills their bytes; sizes above Kinesis' 10 MiB are refused.
+#[test]
+fn large_records_draw_on_the_shard_tank_and_are_billed() {
+    let text = "minute,target,records_per_second,bytes_per_second\n0,bucket:0/4,100,102400\n0,key:org-acme,900,921600\n";
+    let trace = temp("large.csv", text);
+    let run = |per_hour: &str| {
+        let a = args(&[
+            "--trace",
+            trace.to_str().expect("utf-8"),
+            "--shards",
+            "4",
+            "--duration",
+            "10m",
+            "--large-records-per-hour",
+            per_hour,
+        ]);
+        let cfg = sim_config(&a).expect("config");
+        compare(
+            &cfg,
+            &[Strategy::Static, Strategy::OnDemand],
+            &mut |_, _, _| {},
+        )
+        .expect("runs")
+        .into_iter()
+        .map(|o| o.summary)
+        .collect::<Vec<_>>()
+    };
+    let (without, with) = (run("0"), run("1800"));
+    let (s0, s1) = (&without[0], &with[0]);
+    // One large record every other second on average: about 300 in 10 minutes.
+    let extra = s1.offered_records - s0.offered_records;
+    assert!((240..=360).contains(&extra), "{extra} large records");
+    assert!(
+        s1.throttled_records > s0.throttled_records,
+        "the hot key's shard has no tank left for them: {} vs {}",
+        s1.throttled_records,
+        s0.throttled_records
+    );
+    assert!(s1.costs.put_payload_units > s0.costs.put_payload_units);
+    let (d0, d1) = (&without[1], &with[1]);
+    assert_eq!(d1.throttled_records, d0.throttled_records);
+    assert_eq!(d1.accepted_records - d0.accepted_records, extra);
+    // About 300 records of 1 to 10 MiB: well over a GB more data in.
+    assert!(d1.costs.on_demand_data_in - d0.costs.on_demand_data_in > 0.08);
+    let e = sim_config(&args(&[
+        "--scenario",
+        "diurnal",
+        "--large-records-per-hour",
+        "10",
+        "--large-record-max-mib",
+        "12",
+    ]))
+    .expect_err("bad");
+    assert!(format!("{e:#}").contains("at most 10 MiB"), "{e:#}");
+}
