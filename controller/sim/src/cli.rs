@@ -73,6 +73,12 @@ pub struct TrafficArgs {
     /// The largest of those records in MiB (sizes are uniform from 1 MiB up to it; at most 10).
     #[arg(long, default_value_t = 10.0, value_name = "MIB")]
     pub large_record_max_mib: f64,
+    /// The share (0 to 1) of the account's On-demand Advantage commitment (25 MiB/s of ingest
+    /// and of retrieval) this stream is charged for when it does not use it: 1 if it would be the
+    /// account's only on-demand stream, 0 if other streams already meet the commitment (then
+    /// Advantage costs only this stream's own data).
+    #[arg(long, default_value_t = 1.0, value_name = "SHARE")]
+    pub advantage_commitment_share: f64,
 }
 
 /// Arguments of `shardctl simulate`.
@@ -203,9 +209,18 @@ pub fn sim_config(args: &impl AsRef<TrafficArgs>) -> Result<SimConfig> {
         .validate()
         .map_err(|e| anyhow!("--large-records-per-hour/--large-record-max-mib: {e}"))?;
     let minutes = args.duration.map_or(scenario.minutes, |d| d.as_secs() / 60);
+    if !(0.0..=1.0).contains(&args.advantage_commitment_share) {
+        bail!(
+            "--advantage-commitment-share must be between 0 and 1, not {}",
+            args.advantage_commitment_share
+        );
+    }
     Ok(SimConfig {
         uniform: UniformConfig::for_policy(&policy),
-        on_demand: OnDemandConfig::default(),
+        on_demand: OnDemandConfig {
+            advantage_commitment_share: args.advantage_commitment_share,
+            ..OnDemandConfig::default()
+        },
         prices: match &args.prices {
             Some(path) => Prices::load(path)?,
             None => Prices::default(),

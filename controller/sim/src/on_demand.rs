@@ -10,9 +10,14 @@
 //! shard's 1 MiB/s and 1,000 records/s.
 //!
 //! Advantage (an account-level mode since November 2025) has no per-stream-hour charge and lower
-//! per-GB prices in exchange for a minimum throughput commitment (25 MiB/s of ingest across the
-//! account, for at least 24 hours); its streams can be pre-warmed to a write throughput
-//! (`warm_mib_per_second`), which then counts as capacity from the start.
+//! per-GB prices in exchange for a minimum throughput commitment: "at least 25MiB/s of data ingest
+//! and 25MiB/s of data retrieval across all on-demand streams", for at least 24 hours; "if your
+//! account's data usage is below the requirement, you'll be charged the difference as a
+//! shortfall, but it will still be at the same discounted rate"
+//! (<https://docs.aws.amazon.com/streams/latest/dev/how-do-i-size-a-stream.html>, read
+//! 2026-12-04). Both shortfalls are charged, for the share of the commitment the stream carries.
+//! Its streams can be pre-warmed to a write throughput (`warm_mib_per_second`, no extra charge),
+//! which then counts as capacity from the start.
 
 use crate::prices::Costs;
 use crate::run::{Progress, SimConfig, Strategy, Summary, percent, relief};
@@ -37,7 +42,8 @@ pub struct OnDemandConfig {
     /// Highest write capacity of one stream in MiB/s (10,240: US East (N. Virginia), US West
     /// (Oregon), Europe (Ireland); 200 in other regions), and 1,000 records/s per MiB/s.
     pub max_write_mib_per_second: f64,
-    /// Advantage: the account's minimum throughput commitment in MiB/s of ingest (25).
+    /// Advantage: the account's minimum throughput commitment in MiB/s, of ingest and of
+    /// retrieval each (25).
     pub advantage_commitment_mib_per_second: f64,
     /// Advantage: the share (0..1) of the account's commitment this stream carries: 1 when it is
     /// the only on-demand stream, 0 when others already use the whole commitment (1).
@@ -218,7 +224,8 @@ pub(crate) fn run_on_demand(cfg: &SimConfig, advantage: bool, progress: Progress
             on_demand_data_in: u.gb_in * p.on_demand_advantage_gb_in,
             on_demand_data_out: polling_gb * p.on_demand_advantage_gb_out
                 + efo_gb * p.on_demand_advantage_efo_gb_out,
-            on_demand_commitment: (committed_gb - u.gb_in).max(0.0) * p.on_demand_advantage_gb_in,
+            on_demand_commitment: (committed_gb - u.gb_in).max(0.0) * p.on_demand_advantage_gb_in
+                + (committed_gb - polling_gb - efo_gb).max(0.0) * p.on_demand_advantage_gb_out,
             ..Costs::default()
         }
     } else {
@@ -284,6 +291,18 @@ mod tests {
         assert!((ratio - 0.4).abs() < 1e-9, "{ratio}");
         // 16 shards at 40 % is ~6.4 MiB/s: far below 25 MiB/s for 24 h.
         assert!(adv.costs.on_demand_commitment > 50.0, "{:?}", adv.costs);
+        // The retrieval commitment is unused too: a second reading application fills part of it
+        // and lowers the shortfall by exactly what it reads, at the retrieval price.
+        let mut two = c.clone();
+        two.scenario.readers.polling = 2;
+        let adv2 = run_on_demand(&two, true, &mut |_, _, _| {});
+        let more_read = adv2.costs.on_demand_data_out - adv.costs.on_demand_data_out;
+        assert!(more_read > 0.0);
+        let less_shortfall = adv.costs.on_demand_commitment - adv2.costs.on_demand_commitment;
+        assert!(
+            (less_shortfall - more_read).abs() < 1e-9,
+            "{less_shortfall} vs {more_read}"
+        );
         let mut shared = c.clone();
         shared.on_demand.advantage_commitment_share = 0.0;
         let marginal = run_on_demand(&shared, true, &mut |_, _, _| {});

@@ -6,7 +6,7 @@
 //! prorated by the hour) and the metrics its `GetMetricData` calls request (3 per open shard per
 //! evaluation, at the policy's interval); on-demand Standard's stream-hours and data in and out;
 //! on-demand Advantage's data in and out (no stream-hours) and the part of its minimum throughput
-//! commitment that the stream's own ingest does not use; enhanced fan-out (consumer-shard-hours
+//! commitment (ingest and retrieval) that the stream's own traffic does not use; enhanced fan-out (consumer-shard-hours
 //! and data out in provisioned mode, data out in on-demand) for the consumers that use it.
 //! Stream-level metrics, which the uniform baselines read, are free; their `GetMetricStatistics`
 //! requests and alarms are not counted (cents a month). Not priced: extended retention.
@@ -46,9 +46,10 @@ pub struct Prices {
     /// On-demand Standard: per GB read by enhanced fan-out consumers.
     pub on_demand_efo_gb_out: f64,
     /// On-demand Advantage: per GB written (records rounded up to 1 KB), also the rate of the
-    /// unused commitment.
+    /// unused ingest commitment.
     pub on_demand_advantage_gb_in: f64,
-    /// On-demand Advantage: per GB read by shared-throughput consumers.
+    /// On-demand Advantage: per GB read by shared-throughput consumers, also the rate of the
+    /// unused retrieval commitment.
     pub on_demand_advantage_gb_out: f64,
     /// On-demand Advantage: per GB read by enhanced fan-out consumers.
     pub on_demand_advantage_efo_gb_out: f64,
@@ -172,7 +173,8 @@ pub struct Costs {
     pub on_demand_data_in: f64,
     /// On-demand data read (shared-throughput and enhanced fan-out consumers).
     pub on_demand_data_out: f64,
-    /// On-demand Advantage: the committed ingest the stream did not use, at the ingest rate.
+    /// On-demand Advantage: the committed ingest and retrieval the stream did not use, each at
+    /// its rate.
     pub on_demand_commitment: f64,
     /// Provisioned enhanced fan-out consumer-shard-hours.
     pub efo_consumer_shard_hours: f64,
