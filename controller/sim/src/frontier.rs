@@ -2,8 +2,9 @@
 //!
 //! Neither "fewer throttled records" nor "fewer shard-hours" alone says which strategy is better.
 //! The frontier sweeps each provisioned baseline's knobs on the same traffic (static: the shard
-//! count; scaling-utils: thresholds, windows, steps and cool-offs around its documented settings)
-//! and answers two questions per family:
+//! count; scaling-utils: thresholds, windows, steps and cool-offs around its documented settings;
+//! the Lambda sample: thresholds and windows around its shipped settings) and answers two
+//! questions per family:
 //!
 //! - **cost at equal throttling**: the cheapest configuration that throttles at most as many
 //!   records as shardctl, and shardctl's cost relative to it;
@@ -27,7 +28,7 @@ use std::fmt::Write;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Point {
-    /// `shardctl`, `static`, `scaling-utils`, `on-demand`, `on-demand-advantage`.
+    /// `shardctl`, `static`, `scaling-utils`, `lambda-sample`, `on-demand`, `on-demand-advantage`.
     pub family: &'static str,
     /// The configuration, e.g. `24 shards` or `up>60% 3/15m x2.5, down<25% 15m, cool 15/60m`.
     pub config: String,
@@ -110,6 +111,29 @@ fn uniform_grid(base: UniformConfig) -> Vec<UniformConfig> {
     grid
 }
 
+/// The Lambda sample's grid around its shipped settings (5-minute datapoints): scale-up
+/// threshold, datapoints of the last five above it, scale-down threshold, and datapoints of the
+/// last hour below it.
+fn lambda_grid(base: UniformConfig) -> Vec<UniformConfig> {
+    let mut grid = Vec::new();
+    for up_threshold in [50.0, 60.0, 75.0] {
+        for up_after in [1, 3, 5] {
+            for down_threshold in [15.0, 25.0] {
+                for down_after in [12, 57] {
+                    grid.push(UniformConfig {
+                        up_threshold,
+                        up_after,
+                        down_threshold,
+                        down_after,
+                        ..base
+                    });
+                }
+            }
+        }
+    }
+    grid
+}
+
 fn describe(u: &UniformConfig) -> String {
     let step = |s: Step| match s {
         Step::Percent(p) => format!("{p:.0}%"),
@@ -140,7 +164,8 @@ pub fn sweep(
 ) -> Frontier {
     let counts = static_counts(cfg.scenario.initial_shards);
     let grid = uniform_grid(cfg.uniform);
-    let total = counts.len() + grid.len();
+    let lambda = lambda_grid(UniformConfig::lambda_sample(&cfg.policy));
+    let total = counts.len() + grid.len() + lambda.len();
     let mut points = Vec::with_capacity(total + fixed.len());
     for (i, &n) in counts.iter().enumerate() {
         points.push(Point::of(
@@ -157,6 +182,14 @@ pub fn sweep(
             &run_uniform_with(cfg, u),
         ));
         progress(counts.len() + i + 1, total);
+    }
+    for (i, u) in lambda.iter().enumerate() {
+        points.push(Point::of(
+            "lambda-sample",
+            describe(u),
+            &run_uniform_with(cfg, u),
+        ));
+        progress(counts.len() + grid.len() + i + 1, total);
     }
     for s in fixed {
         points.push(Point::of(s.strategy.name(), "as documented".into(), s));
@@ -461,6 +494,11 @@ mod tests {
         assert!(
             uniform_grid(base).contains(&base),
             "the documented settings are a grid point"
+        );
+        let lambda = UniformConfig::lambda_sample(&crate::example_stream());
+        assert!(
+            lambda_grid(lambda).contains(&lambda),
+            "the shipped settings are a grid point"
         );
     }
 

@@ -159,6 +159,7 @@ fn frontier_sweeps_the_baselines_and_plots_every_point() {
         [
             "static",
             "scaling-utils",
+            "lambda-sample",
             "on-demand",
             "on-demand-advantage"
         ]
