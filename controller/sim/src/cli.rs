@@ -73,6 +73,16 @@ pub struct TrafficArgs {
     /// The largest of those records in MiB (sizes are uniform from 1 MiB up to it; at most 10).
     #[arg(long, default_value_t = 10.0, value_name = "MIB")]
     pub large_record_max_mib: f64,
+    /// Consumer applications reading with shared throughput (`GetRecords`, polling; 0 to 5: a
+    /// shard serves 5 `GetRecords` calls a second across all of them). Each reads every record:
+    /// on-demand bills what they read, and scaling-utils scales on their reads.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub polling_readers: u32,
+    /// Consumer applications reading with enhanced fan-out (`SubscribeToShard`; 0 to 20, the
+    /// registered consumers a stream allows outside On-demand Advantage). Each costs
+    /// consumer-shard-hours and data out in provisioned mode, data out in on-demand.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fan_out_readers: u32,
     /// The share (0 to 1) of the account's On-demand Advantage commitment (25 MiB/s of ingest
     /// and of retrieval) this stream is charged for when it does not use it: 1 if it would be the
     /// account's only on-demand stream, 0 if other streams already meet the commitment (then
@@ -209,6 +219,14 @@ pub fn sim_config(args: &impl AsRef<TrafficArgs>) -> Result<SimConfig> {
         .validate()
         .map_err(|e| anyhow!("--large-records-per-hour/--large-record-max-mib: {e}"))?;
     let minutes = args.duration.map_or(scenario.minutes, |d| d.as_secs() / 60);
+    scenario.readers = crate::workload::Readers {
+        polling: args.polling_readers,
+        enhanced_fan_out: args.fan_out_readers,
+    };
+    scenario
+        .readers
+        .validate()
+        .map_err(|e| anyhow!("--polling-readers/--fan-out-readers: {e}"))?;
     if !(0.0..=1.0).contains(&args.advantage_commitment_share) {
         bail!(
             "--advantage-commitment-share must be between 0 and 1, not {}",

@@ -266,6 +266,28 @@ pub struct Readers {
     pub enhanced_fan_out: u32,
 }
 
+impl Readers {
+    /// Checks the bounds: at most 5 polling applications (a shard serves 5 `GetRecords` calls a
+    /// second across all of them) and 20 enhanced fan-out consumers (the registered consumers a
+    /// provisioned or On-demand Standard stream allows; Advantage allows 50, which the comparison
+    /// does not use so that every strategy reads alike).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.polling > 5 {
+            return Err(format!(
+                "at most 5 polling applications share a shard's 5 GetRecords calls a second, not {}; use enhanced fan-out for more",
+                self.polling
+            ));
+        }
+        if self.enhanced_fan_out > 20 {
+            return Err(format!(
+                "a stream registers at most 20 enhanced fan-out consumers, not {}",
+                self.enhanced_fan_out
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Readers {
     /// One polling application.
     fn default() -> Self {

@@ -359,3 +359,43 @@ fn large_records_draw_on_the_shard_tank_and_are_billed() {
     .expect_err("bad");
     assert!(format!("{e:#}").contains("at most 10 MiB"), "{e:#}");
 }
+
+/// Readers on the command line: enhanced fan-out consumers cost consumer-shard-hours and data
+/// out in provisioned mode and data out in on-demand; a second polling application adds
+/// on-demand data out only; out-of-range counts are refused.
+#[test]
+fn readers_from_the_command_line_are_charged_where_they_read() {
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--scenario", "diurnal", "--duration", "1h"];
+        a.extend_from_slice(extra);
+        let cfg = sim_config(&args(&a)).expect("config");
+        compare(
+            &cfg,
+            &[Strategy::Static, Strategy::OnDemand],
+            &mut |_, _, _| {},
+        )
+        .expect("runs")
+        .into_iter()
+        .map(|o| o.summary)
+        .collect::<Vec<_>>()
+    };
+    let base = run(&[]);
+    let fan_out = run(&["--fan-out-readers", "2"]);
+    let polling = run(&["--polling-readers", "2"]);
+    assert_eq!(base[0].costs.efo_consumer_shard_hours, 0.0);
+    // Static keeps its shards: two consumers on every shard for the hour.
+    let shards = base[0].shard_hours.expect("provisioned");
+    let per_hour = fan_out[0].costs.efo_consumer_shard_hours / (2.0 * shards);
+    assert!((per_hour - 0.015).abs() < 1e-9, "{per_hour}");
+    assert!(fan_out[0].costs.efo_data_out > 0.0);
+    assert!(fan_out[1].costs.on_demand_data_out > base[1].costs.on_demand_data_out);
+    assert_eq!(polling[0].cost_usd, base[0].cost_usd);
+    assert!(polling[1].costs.on_demand_data_out > base[1].costs.on_demand_data_out);
+    for (flag, n, says) in [
+        ("--polling-readers", "6", "GetRecords"),
+        ("--fan-out-readers", "21", "20 enhanced fan-out"),
+    ] {
+        let e = sim_config(&args(&["--scenario", "diurnal", flag, n])).expect_err("bad");
+        assert!(format!("{e:#}").contains(says), "{e:#}");
+    }
+}
