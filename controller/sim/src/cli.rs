@@ -106,11 +106,11 @@ pub struct SimulateArgs {
     /// Strategies to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub strategies: Vec<Strategy>,
-    /// Compare at equal throttling: sweep the static and scaling-utils baselines' knobs on the
-    /// same traffic, report the cheapest configuration throttling at most shardctl's records
-    /// (and the least throttling at shardctl's cost), and draw every point to this SVG file (see
-    /// `shardctl_sim::frontier`). Runs shardctl and on-demand once, and about 100 baseline
-    /// configurations.
+    /// Compare at equal throttling: sweep the static, scaling-utils and Lambda sample baselines'
+    /// knobs on the same traffic, report the cheapest configuration throttling at most
+    /// shardctl's records (and the least throttling at shardctl's cost), and draw every point to
+    /// this SVG file (see `shardctl_sim::frontier`). Runs shardctl and on-demand once, and about
+    /// 130 baseline configurations.
     #[arg(long, value_name = "SVG")]
     pub frontier: Option<PathBuf>,
 }
