@@ -2,8 +2,8 @@
 //! least as good as the input on both axes (records throttled and cost, every line item).
 //!
 //! The search is coordinate descent over a fixed grid, in a fixed order: for each knob in turn
-//! (split threshold, window, cooldown and rate; merge threshold, window and cooldown; the
-//! minimum shards of the first budget that sets one), every
+//! (split threshold, window, cooldown and rate; merge threshold, window and cooldown; operations
+//! per cycle; the minimum shards of the first budget that sets one), every
 //! grid value is tried with the other knobs at the best values so far, and kept when the result
 //! throttles no more and costs no more than the input and is better on the objective. Passes
 //! repeat until one changes nothing (at most three). The simulator is deterministic for a seed,
@@ -60,7 +60,7 @@ fn mins(d: HumanDuration) -> u64 {
     d.0.as_secs() / 60
 }
 
-const KNOBS: [Knob; 8] = [
+const KNOBS: [Knob; 9] = [
     Knob {
         name: "split.threshold (%)",
         values: &[55, 65, 75, 85],
@@ -105,7 +105,7 @@ const KNOBS: [Knob; 8] = [
     },
     Knob {
         name: "merge.threshold (%)",
-        values: &[20, 25, 30, 40],
+        values: &[20, 25, 30, 40, 50, 60],
         get: |p| p.merge.threshold.incoming_bytes.round() as u64,
         set: |p, v| {
             p.merge.threshold.incoming_bytes = v as f64;
@@ -123,6 +123,12 @@ const KNOBS: [Knob; 8] = [
         values: &[15, 30, 60],
         get: |p| mins(p.merge.cooldown),
         set: |p, v| p.merge.cooldown = HumanDuration::mins(v),
+    },
+    Knob {
+        name: "maxOperationsPerCycle",
+        values: &[1, 2, 4, 8],
+        get: |p| u64::from(p.max_operations_per_cycle),
+        set: |p, v| p.max_operations_per_cycle = u32::try_from(v).unwrap_or(u32::MAX),
     },
     Knob {
         name: "budgets[first with minShards].minShards",
