@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use shardctl_sim::cli::{SimOutput, SimulateArgs, render, run_simulate, sim_config};
-use shardctl_sim::run::{Strategy, compare};
+use shardctl_sim::run::{Strategy, Summary, compare};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -260,6 +260,25 @@ fn args_for(p: &str) -> SimulateArgs {
     .args
 }
 
+/// The summaries of `strategies` run with `extra` arguments.
+fn summaries(extra: &[&str], strategies: &[Strategy]) -> Vec<Summary> {
+    let cfg = sim_config(&args(extra)).expect("config");
+    compare(&cfg, strategies, &mut |_, _, _| {})
+        .expect("runs")
+        .into_iter()
+        .map(|o| o.summary)
+        .collect()
+}
+
+/// The summaries of `strategies` on ten minutes of `trace` over four shards, with `extra`
+/// arguments.
+fn on_trace(trace: &std::path::Path, extra: &[&str], strategies: &[Strategy]) -> Vec<Summary> {
+    let path = trace.to_str().expect("utf-8");
+    let mut a = vec!["--trace", path, "--shards", "4", "--duration", "10m"];
+    a.extend_from_slice(extra);
+    summaries(&a, strategies)
+}
+
 /// Producers that retry throttled records offer them again to the hot shard: more records
 /// offered and throttled than without retries, on the provisioned strategies and on-demand alike;
 /// bad retry settings are errors.
@@ -268,23 +287,12 @@ fn retried_records_add_load_where_the_shard_is_hot() {
     let text = "minute,target,records_per_second,bytes_per_second\n0,bucket:0/4,100,102400\n0,key:org-acme,1500,1536000\n";
     let trace = temp("retry.csv", text);
     let run = |share: &str| {
-        let a = args(&[
-            "--trace",
-            trace.to_str().expect("utf-8"),
-            "--shards",
-            "4",
-            "--duration",
-            "10m",
-            "--retry-share",
-            share,
-            "--retry-delay",
-            "2",
-        ]);
-        let cfg = sim_config(&a).expect("config");
-        compare(&cfg, &[Strategy::Static], &mut |_, _, _| {})
-            .expect("runs")
-            .remove(0)
-            .summary
+        on_trace(
+            &trace,
+            &["--retry-share", share, "--retry-delay", "2"],
+            &[Strategy::Static],
+        )
+        .remove(0)
     };
     let (without, with) = (run("0"), run("0.5"));
     assert!(
@@ -310,26 +318,11 @@ fn large_records_draw_on_the_shard_tank_and_are_billed() {
     let text = "minute,target,records_per_second,bytes_per_second\n0,bucket:0/4,100,102400\n0,key:org-acme,900,921600\n";
     let trace = temp("large.csv", text);
     let run = |per_hour: &str| {
-        let a = args(&[
-            "--trace",
-            trace.to_str().expect("utf-8"),
-            "--shards",
-            "4",
-            "--duration",
-            "10m",
-            "--large-records-per-hour",
-            per_hour,
-        ]);
-        let cfg = sim_config(&a).expect("config");
-        compare(
-            &cfg,
+        on_trace(
+            &trace,
+            &["--large-records-per-hour", per_hour],
             &[Strategy::Static, Strategy::OnDemand],
-            &mut |_, _, _| {},
         )
-        .expect("runs")
-        .into_iter()
-        .map(|o| o.summary)
-        .collect::<Vec<_>>()
     };
     let (without, with) = (run("0"), run("1800"));
     let (s0, s1) = (&without[0], &with[0]);
@@ -368,16 +361,7 @@ fn readers_from_the_command_line_are_charged_where_they_read() {
     let run = |extra: &[&str]| {
         let mut a = vec!["--scenario", "diurnal", "--duration", "1h"];
         a.extend_from_slice(extra);
-        let cfg = sim_config(&args(&a)).expect("config");
-        compare(
-            &cfg,
-            &[Strategy::Static, Strategy::OnDemand],
-            &mut |_, _, _| {},
-        )
-        .expect("runs")
-        .into_iter()
-        .map(|o| o.summary)
-        .collect::<Vec<_>>()
+        summaries(&a, &[Strategy::Static, Strategy::OnDemand])
     };
     let base = run(&[]);
     let fan_out = run(&["--fan-out-readers", "2"]);
