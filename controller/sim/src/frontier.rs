@@ -15,7 +15,9 @@
 //! point, cost across and throttled records down (log scale), with each family's Pareto front.
 //!
 //! The sweep is a grid, not a search: a family's true optimum may lie between grid points, so
-//! a reported "cheapest at equal throttling" is an upper bound on that family's best.
+//! a reported "cheapest at equal throttling" is an upper bound on that family's best. Static
+//! provisioning is the exception: between the fewest swept shards that throttle no more than
+//! shardctl and the swept count below, every count runs, so its answer is exact.
 
 use crate::baselines::{Step, UniformConfig};
 use crate::run::SimConfig;
@@ -167,13 +169,22 @@ pub fn sweep(
     let lambda = lambda_grid(UniformConfig::lambda_sample(&cfg.policy));
     let total = counts.len() + grid.len() + lambda.len();
     let mut points = Vec::with_capacity(total + fixed.len());
+    let static_point =
+        |n: usize| Point::of("static", format!("{n} shards"), &run_static_with(cfg, n));
     for (i, &n) in counts.iter().enumerate() {
-        points.push(Point::of(
-            "static",
-            format!("{n} shards"),
-            &run_static_with(cfg, n),
-        ));
+        points.push(static_point(n));
         progress(i + 1, total);
+    }
+    // Static has one knob: every count between the fewest swept shards that throttle no more
+    // than shardctl and the swept count below runs too, so that answer is exact, not a bound.
+    if let Some(i) = points
+        .iter()
+        .position(|p| p.throttled <= shardctl.throttled_records)
+        && i > 0
+    {
+        for n in counts[i - 1] + 1..counts[i] {
+            points.push(static_point(n));
+        }
     }
     for (i, u) in grid.iter().enumerate() {
         points.push(Point::of(

@@ -178,6 +178,27 @@ fn frontier_sweeps_the_baselines_and_plots_every_point() {
             assert!(p.cost_usd <= result.shardctl.cost_usd);
         }
     }
+    static_answer_is_exact(&result);
+    // A stream that needs more shards than it starts with: the static answer lies above the
+    // fewest swept shards, between grid points.
+    let trace = temp(
+        "frontier.csv",
+        "minute,target,records_per_second,bytes_per_second\n0,bucket:0/1,19000,19456000\n",
+    );
+    let path = trace.to_str().expect("utf-8");
+    let cfg = sim_config(&args(&["--trace", path, "--duration", "10m"])).expect("config");
+    let outcomes = compare(&cfg, &frontier::NEEDED, &mut |_, _, _| {}).expect("runs");
+    let get = |s: Strategy| {
+        &outcomes
+            .iter()
+            .find(|o| o.summary.strategy == s)
+            .expect("ran")
+            .summary
+    };
+    let fixed = [get(Strategy::OnDemand), get(Strategy::OnDemandAdvantage)];
+    let busy = frontier::sweep(&cfg, get(Strategy::Shardctl), &fixed, &mut |_, _| {});
+    let answer = static_answer_is_exact(&busy).expect("some static count throttles no more");
+    assert!(answer > 8, "{answer} shards");
     let plot = temp("frontier.svg", "");
     let a = args(&[
         "--scenario",
@@ -193,6 +214,36 @@ fn frontier_sweeps_the_baselines_and_plots_every_point() {
     );
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert_eq!(svg.matches("<title>").count(), result.points.len() + 1);
+}
+
+/// Static provisioning's answer in a frontier is exact: the count below it ran and throttles
+/// more than shardctl. Returns the answer's shard count.
+fn static_answer_is_exact(result: &shardctl_sim::frontier::Frontier) -> Option<usize> {
+    let shards = |p: &shardctl_sim::frontier::Point| -> usize {
+        p.config
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("`N shards`")
+    };
+    let statics: Vec<&shardctl_sim::frontier::Point> = result
+        .points
+        .iter()
+        .filter(|p| p.family == "static")
+        .collect();
+    let fewest = statics.iter().map(|p| shards(p)).min().expect("swept");
+    let answer = result.answers[0]
+        .cheapest_at_equal_throttling
+        .as_ref()
+        .map(shards);
+    if let Some(n) = answer.filter(|&n| n > fewest) {
+        let below = statics
+            .iter()
+            .find(|p| shards(p) == n - 1)
+            .expect("the count below the answer ran");
+        assert!(below.throttled > result.shardctl.throttled);
+    }
+    answer
 }
 
 #[derive(Debug, Parser)]
