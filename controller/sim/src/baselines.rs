@@ -229,7 +229,9 @@ pub(crate) fn run_uniform(
     end: u64,
     progress: Progress<'_>,
 ) {
-    let reads = f64::from(cfg.scenario.readers.polling.max(1));
+    // Only polling applications use the shared GetRecords limits; with none, reads never ask
+    // for more shards.
+    let reads = f64::from(cfg.scenario.readers.polling);
     let (mut last_up, mut last_down): (Option<u64>, Option<u64>) = (None, None);
     let mut fallback: Option<usize> = None;
     let check = u.check_minutes.max(1) * 60;

@@ -5,7 +5,8 @@
 //! datapoints that arrive minutes late, consumers that drain closed parents after a lag. It
 //! implements the [`shardctl_controller::backend`] traits, so the **real** reconcile cycle runs against it.
 //! Traffic ([`traffic`]) is organisations with Zipf popularity, daily cycles, surges and flash
-//! crowds, or a recorded trace; [`workload`] the producers' retries and the consumer applications.
+//! crowds, or a recorded trace; [`workload`] the producers' retries, records above 1 MiB (each
+//! shard's burst tank) and the consumer applications.
 //! [`run`] compares shardctl with the baselines users pick instead ([`baselines`]: stream-level
 //! autoscalers as documented by their authors; [`on_demand`]: on-demand Standard and Advantage),
 //! on identical traffic, every cost line priced from [`prices`]; [`svg`] draws it; [`cli`] is
