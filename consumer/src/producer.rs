@@ -23,6 +23,14 @@
 //! ([`WorkerConfig::deaggregate`](crate::WorkerConfig::deaggregate)), and so does every KCL.
 //! A key with one event queued sends it as a plain record.
 //!
+//! # Large records
+//!
+//! A stream takes records of up to 1 MiB unless its maximum record size was raised
+//! (`UpdateMaxRecordSize`, up to 10 MiB); [`Producer::with_max_record_size_kib`] tells the
+//! producer the stream's limit, and an event above it is refused before anything is sent
+//! ([`ProduceError::TooLarge`]). A record above 5 MiB goes in a request of its own. Large records
+//! draw on the shard's burst capacity; AWS advises keeping them to a small share of the traffic.
+//!
 //! # Duplicates
 //!
 //! When a whole call fails (time-out, connection reset), Kinesis may still have written some of
@@ -49,7 +57,10 @@ use shardctl_kpl::{Aggregator, DEFAULT_MAX_AGGREGATE_BYTES, UserRecord};
 const MAGIC: &[u8; 4] = b"SCE1";
 const MAX_RECORDS_PER_CALL: usize = 500;
 const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
-const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
+/// The record size every stream takes, in KiB (1 MiB).
+const DEFAULT_MAX_RECORD_KIB: u32 = 1024;
+/// The largest record size a stream can be raised to, in KiB (10 MiB).
+const LARGEST_MAX_RECORD_KIB: u32 = 10 * 1024;
 
 /// Wraps `payload` with `id` in the event envelope.
 ///
@@ -124,13 +135,24 @@ impl Event {
 /// Errors of [`Producer::send`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
-    /// An event is larger than a Kinesis record may be (1 MiB with its key).
-    #[error("event {id} is {size} bytes with its key; the limit is 1 MiB")]
+    /// An event is larger than the stream's records may be (1 MiB with its key unless set with
+    /// [`Producer::with_max_record_size_kib`]).
+    #[error(
+        "event {id} is {size} bytes with its key; the stream's records may be {limit} bytes (raise it with UpdateMaxRecordSize and Producer::with_max_record_size_kib, up to 10 MiB)"
+    )]
     TooLarge {
         /// Event id.
         id: Uuid,
         /// Size in bytes.
         size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A maximum record size outside what Kinesis allows (1,024 to 10,240 KiB).
+    #[error("a maximum record size of {kib} KiB is outside Kinesis' 1024 to 10240 KiB")]
+    MaxRecordSize {
+        /// The size asked for, in KiB.
+        kib: u32,
     },
     /// The request could not be built (a bug, not a service answer).
     #[error("PutRecords request invalid: {message}")]
@@ -158,12 +180,13 @@ impl ProduceError {
     ///
     /// ```
     /// use shardctl_consumer::producer::ProduceError;
-    /// let e = ProduceError::TooLarge { id: uuid::Uuid::nil(), size: 2 };
+    /// let e = ProduceError::TooLarge { id: uuid::Uuid::nil(), size: 2, limit: 1 };
     /// assert_eq!(e.label(), "too_large");
     /// ```
     pub fn label(&self) -> &'static str {
         match self {
             Self::TooLarge { .. } => "too_large",
+            Self::MaxRecordSize { .. } => "max_record_size",
             Self::Request { .. } => "request",
             Self::GaveUp { .. } => "gave_up",
         }
@@ -179,14 +202,18 @@ struct SendQueue {
 
 impl SendQueue {
     /// One queue per partition key, in order of first appearance.
-    fn new(events: Vec<Event>) -> Result<Self, ProduceError> {
+    fn new(events: Vec<Event>, max_record_bytes: usize) -> Result<Self, ProduceError> {
         let mut queues: Vec<VecDeque<(Event, Bytes)>> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for event in events {
             let data = encode_event(event.id, &event.payload);
             let size = data.len() + event.partition_key.len();
-            if size > MAX_BYTES_PER_RECORD {
-                return Err(ProduceError::TooLarge { id: event.id, size });
+            if size > max_record_bytes {
+                return Err(ProduceError::TooLarge {
+                    id: event.id,
+                    size,
+                    limit: max_record_bytes,
+                });
             }
             let slot = *index.entry(event.partition_key.clone()).or_insert_with(|| {
                 queues.push(VecDeque::new());
@@ -327,6 +354,7 @@ pub struct Producer {
     stream: String,
     max_attempts: u32,
     aggregate: Option<usize>,
+    max_record_kib: u32,
 }
 
 impl Producer {
@@ -343,7 +371,25 @@ impl Producer {
             stream: stream.into(),
             max_attempts: 12,
             aggregate: None,
+            max_record_kib: DEFAULT_MAX_RECORD_KIB,
         }
+    }
+
+    /// Sets the stream's maximum record size in KiB (1,024, the default, to 10,240), as raised
+    /// with `UpdateMaxRecordSize`; events up to it (with their keys) are sent, larger ones are
+    /// refused. See [Large records](self#large-records).
+    ///
+    /// ```no_run
+    /// # fn demo(p: shardctl_consumer::producer::Producer) -> Result<(), shardctl_consumer::producer::ProduceError> {
+    /// let p = p.with_max_record_size_kib(4096)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_max_record_size_kib(mut self, kib: u32) -> Result<Self, ProduceError> {
+        if !(DEFAULT_MAX_RECORD_KIB..=LARGEST_MAX_RECORD_KIB).contains(&kib) {
+            return Err(ProduceError::MaxRecordSize { kib });
+        }
+        self.max_record_kib = kib;
+        Ok(self)
     }
 
     /// Sends each key's queued events as one KPL aggregate (see [Aggregation](self#aggregation)),
@@ -381,7 +427,7 @@ impl Producer {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, events: Vec<Event>) -> Result<SendReport, ProduceError> {
-        let mut queue = SendQueue::new(events)?;
+        let mut queue = SendQueue::new(events, self.max_record_kib as usize * 1024)?;
         let mut report = SendReport::default();
         let mut stalled = 0u32;
         let mut last_error = String::new();
@@ -507,7 +553,7 @@ mod tests {
                 round += 1;
             }
             let original = events.clone();
-            let mut queue = SendQueue::new(events).unwrap();
+            let mut queue = SendQueue::new(events, 1 << 20).unwrap();
             let mut failures = failures.into_iter();
             let mut sends: HashMap<Uuid, usize> = HashMap::new();
             let mut failed: HashMap<Uuid, usize> = HashMap::new();
@@ -562,9 +608,9 @@ mod tests {
         let events: Vec<Event> = (0..100)
             .map(|i| Event::new("org-1", format!("{i}")))
             .collect();
-        let mut plain = SendQueue::new(events.clone()).unwrap();
+        let mut plain = SendQueue::new(events.clone(), 1 << 20).unwrap();
         assert_eq!(plain.next_batch(500, usize::MAX, None)[0].count, 1);
-        let mut aggregated = SendQueue::new(events).unwrap();
+        let mut aggregated = SendQueue::new(events, 1 << 20).unwrap();
         let batch = aggregated.next_batch(500, usize::MAX, Some(DEFAULT_MAX_AGGREGATE_BYTES));
         assert_eq!((batch.len(), batch[0].count), (1, 100));
     }

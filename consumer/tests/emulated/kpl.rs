@@ -17,20 +17,20 @@ use crate::common::{aws, create_stream, eventually, open_shards, unique};
 
 /// One user record as a processor saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    sequence_number: String,
-    sub_sequence_number: u64,
-    aggregated: bool,
-    partition_key: String,
-    explicit_hash_key: Option<String>,
-    data: String,
+pub(crate) struct Seen {
+    pub(crate) sequence_number: String,
+    pub(crate) sub_sequence_number: u64,
+    pub(crate) aggregated: bool,
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) data: String,
 }
 
 /// Records what it sees; checkpoints once, after the user record with index `checkpoint_after`
 /// (counted over everything it saw), and never on shutdown, so the lease keeps that checkpoint.
-struct KplRecorder {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    checkpoint_after: Option<usize>,
+pub(crate) struct KplRecorder {
+    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
+    pub(crate) checkpoint_after: Option<usize>,
 }
 
 impl ShardProcessor for KplRecorder {

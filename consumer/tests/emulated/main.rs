@@ -10,6 +10,7 @@ mod fanout;
 mod faults;
 mod kpl;
 mod lagging;
+mod large;
 mod lifecycle;
 mod metrics;
 mod proxy;
