@@ -39,6 +39,26 @@ pub async fn aws() -> Option<Aws> {
     })
 }
 
+/// A worker configuration for tests on `stream` with its own lease table: 3 s failover, 200 ms
+/// idle polls.
+pub fn test_config(stream: &str) -> shardctl_consumer::WorkerConfig {
+    shardctl_consumer::WorkerConfig::new(stream, unique("leases"))
+        .with_failover(Duration::from_secs(3))
+        .with_idle_poll_interval(Duration::from_millis(200))
+}
+
+/// The ARN of `stream`.
+pub async fn stream_arn(k: &aws_sdk_kinesis::Client, stream: &str) -> String {
+    k.describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap()
+        .stream_arn
+}
+
 pub async fn open_shards(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardInfo> {
     let mut open: Vec<ShardInfo> = list_shards(k, stream)
         .await

@@ -123,17 +123,7 @@ async fn fan_out_keeps_per_key_order_across_a_split_and_a_merge() {
     let consumers = aws
         .kinesis
         .list_stream_consumers()
-        .stream_arn(
-            aws.kinesis
-                .describe_stream_summary()
-                .stream_name(&stream)
-                .send()
-                .await
-                .unwrap()
-                .stream_description_summary
-                .unwrap()
-                .stream_arn,
-        )
+        .stream_arn(stream_arn(&aws.kinesis, &stream).await)
         .send()
         .await
         .unwrap();

@@ -29,8 +29,22 @@ pub(crate) struct Seen {
 /// Records what it sees; checkpoints once, after the user record with index `checkpoint_after`
 /// (counted over everything it saw), and never on shutdown, so the lease keeps that checkpoint.
 pub(crate) struct KplRecorder {
-    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
-    pub(crate) checkpoint_after: Option<usize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    checkpoint_after: Option<usize>,
+}
+
+impl KplRecorder {
+    /// A processor per shard, all recording into `seen`.
+    pub(crate) fn factory(
+        seen: &Arc<Mutex<Vec<Seen>>>,
+        checkpoint_after: Option<usize>,
+    ) -> impl Fn(&str) -> KplRecorder + Send + Sync + 'static {
+        let seen = Arc::clone(seen);
+        move |_: &str| KplRecorder {
+            seen: Arc::clone(&seen),
+            checkpoint_after,
+        }
+    }
 }
 
 impl ShardProcessor for KplRecorder {
@@ -203,10 +217,7 @@ async fn third_party_aggregates_are_split_checkpointed_within_and_resumed_mid_ag
         config("kpl-a"),
         aws.kinesis.clone(),
         aws.dynamodb.clone(),
-        move |_: &str| KplRecorder {
-            seen: Arc::clone(&seen),
-            checkpoint_after: Some(112),
-        },
+        KplRecorder::factory(&seen, Some(112)),
     )
     .await
     .unwrap();
@@ -253,10 +264,7 @@ async fn third_party_aggregates_are_split_checkpointed_within_and_resumed_mid_ag
         config("kpl-b"),
         aws.kinesis.clone(),
         aws.dynamodb.clone(),
-        move |_: &str| KplRecorder {
-            seen: Arc::clone(&seen),
-            checkpoint_after: None,
-        },
+        KplRecorder::factory(&seen, None),
     )
     .await
     .unwrap();

@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shardctl_consumer::Worker;
 use shardctl_consumer::producer::{Event, ProduceError, Producer};
-use shardctl_consumer::{Worker, WorkerConfig};
 
-use crate::common::{aws, create_stream, eventually, unique};
+use crate::common::{aws, create_stream, eventually, stream_arn, test_config, unique};
 use crate::kpl::KplRecorder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,16 +15,7 @@ async fn records_above_one_mib_go_through_once_the_stream_takes_them() {
     let Some(aws) = aws().await else { return };
     let stream = unique("large-records");
     create_stream(&aws.kinesis, &stream, 1).await;
-    let arn = aws
-        .kinesis
-        .describe_stream_summary()
-        .stream_name(&stream)
-        .send()
-        .await
-        .unwrap()
-        .stream_description_summary
-        .unwrap()
-        .stream_arn;
+    let arn = stream_arn(&aws.kinesis, &stream).await;
     aws.kinesis
         .update_max_record_size()
         .stream_arn(&arn)
@@ -64,20 +55,11 @@ async fn records_above_one_mib_go_through_once_the_stream_takes_them() {
     assert_eq!(report.acknowledged, 3);
 
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let recorder = {
-        let seen = Arc::clone(&seen);
-        move |_: &str| KplRecorder {
-            seen: Arc::clone(&seen),
-            checkpoint_after: None,
-        }
-    };
     let worker = Worker::start(
-        WorkerConfig::new(&stream, unique("leases"))
-            .with_failover(Duration::from_secs(3))
-            .with_idle_poll_interval(Duration::from_millis(200)),
+        test_config(&stream),
         aws.kinesis.clone(),
         aws.dynamodb.clone(),
-        recorder,
+        KplRecorder::factory(&seen, None),
     )
     .await
     .unwrap();
