@@ -140,19 +140,9 @@ fn bad_inputs_are_errors_with_their_place() {
 /// points, and the plot is written.
 #[test]
 fn frontier_sweeps_the_baselines_and_plots_every_point() {
-    use shardctl_sim::frontier;
     let a = args(&["--scenario", "hot-org-surge", "--duration", "30m"]);
     let cfg = sim_config(&a).expect("config");
-    let outcomes = compare(&cfg, &frontier::NEEDED, &mut |_, _, _| {}).expect("runs");
-    let get = |s: Strategy| {
-        &outcomes
-            .iter()
-            .find(|o| o.summary.strategy == s)
-            .expect("ran")
-            .summary
-    };
-    let fixed = [get(Strategy::OnDemand), get(Strategy::OnDemandAdvantage)];
-    let result = frontier::sweep(&cfg, get(Strategy::Shardctl), &fixed, &mut |_, _| {});
+    let result = frontier_of(&cfg);
     let families: Vec<&str> = result.answers.iter().map(|a| a.family).collect();
     assert_eq!(
         families,
@@ -187,16 +177,7 @@ fn frontier_sweeps_the_baselines_and_plots_every_point() {
     );
     let path = trace.to_str().expect("utf-8");
     let cfg = sim_config(&args(&["--trace", path, "--duration", "10m"])).expect("config");
-    let outcomes = compare(&cfg, &frontier::NEEDED, &mut |_, _, _| {}).expect("runs");
-    let get = |s: Strategy| {
-        &outcomes
-            .iter()
-            .find(|o| o.summary.strategy == s)
-            .expect("ran")
-            .summary
-    };
-    let fixed = [get(Strategy::OnDemand), get(Strategy::OnDemandAdvantage)];
-    let busy = frontier::sweep(&cfg, get(Strategy::Shardctl), &fixed, &mut |_, _| {});
+    let busy = frontier_of(&cfg);
     let answer = static_answer_is_exact(&busy).expect("some static count throttles no more");
     assert!(answer > 8, "{answer} shards");
     let plot = temp("frontier.svg", "");
@@ -214,6 +195,21 @@ fn frontier_sweeps_the_baselines_and_plots_every_point() {
     );
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert_eq!(svg.matches("<title>").count(), result.points.len() + 1);
+}
+
+/// The frontier of `cfg`: shardctl and on-demand run once, the baselines swept.
+fn frontier_of(cfg: &shardctl_sim::run::SimConfig) -> shardctl_sim::frontier::Frontier {
+    use shardctl_sim::frontier;
+    let outcomes = compare(cfg, &frontier::NEEDED, &mut |_, _, _| {}).expect("runs");
+    let get = |s: Strategy| {
+        &outcomes
+            .iter()
+            .find(|o| o.summary.strategy == s)
+            .expect("ran")
+            .summary
+    };
+    let fixed = [get(Strategy::OnDemand), get(Strategy::OnDemandAdvantage)];
+    frontier::sweep(cfg, get(Strategy::Shardctl), &fixed, &mut |_, _| {})
 }
 
 /// Static provisioning's answer in a frontier is exact: the count below it ran and throttles
