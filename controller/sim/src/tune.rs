@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use shardctl_controller::files::read_policy;
 use shardctl_policies::duration::HumanDuration;
-use shardctl_policies::policy::RatePolicyKind as RateKind;
+use shardctl_policies::policy::{RatePolicyKind as RateKind, Thresholds};
 use shardctl_policies::{PolicyFile, StreamPolicy, load_policy};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -56,6 +56,17 @@ struct Knob {
     set: fn(&mut StreamPolicy, u64),
 }
 
+/// A threshold knob's value: the byte threshold (the tuner keeps records at the same value).
+fn percent(t: &Thresholds) -> u64 {
+    t.incoming_bytes.round() as u64
+}
+
+/// Sets both per-shard thresholds (bytes and records) to `v` %.
+fn set_percent(t: &mut Thresholds, v: u64) {
+    t.incoming_bytes = v as f64;
+    t.incoming_records = v as f64;
+}
+
 fn mins(d: HumanDuration) -> u64 {
     d.0.as_secs() / 60
 }
@@ -64,11 +75,8 @@ const KNOBS: [Knob; 9] = [
     Knob {
         name: "split.threshold (%)",
         values: &[55, 65, 75, 85],
-        get: |p| p.split.threshold.incoming_bytes.round() as u64,
-        set: |p, v| {
-            p.split.threshold.incoming_bytes = v as f64;
-            p.split.threshold.incoming_records = v as f64;
-        },
+        get: |p| percent(&p.split.threshold),
+        set: |p, v| set_percent(&mut p.split.threshold, v),
     },
     Knob {
         name: "split.stabilizationWindow (min)",
@@ -106,11 +114,8 @@ const KNOBS: [Knob; 9] = [
     Knob {
         name: "merge.threshold (%)",
         values: &[20, 25, 30, 40, 50, 60],
-        get: |p| p.merge.threshold.incoming_bytes.round() as u64,
-        set: |p, v| {
-            p.merge.threshold.incoming_bytes = v as f64;
-            p.merge.threshold.incoming_records = v as f64;
-        },
+        get: |p| percent(&p.merge.threshold),
+        set: |p, v| set_percent(&mut p.merge.threshold, v),
     },
     Knob {
         name: "merge.stabilizationWindow (min)",
