@@ -18,11 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_kinesis::types::StreamStatus;
 use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
 use shardctl_consumer::producer::{Event, Producer};
 use shardctl_consumer::{Worker, WorkerConfig};
+use shardctl_test_support::{create_stream, knob, require_endpoints, sdk_config};
 
 struct Count(Arc<AtomicU64>, Arc<OnceLock<Instant>>);
 
@@ -39,21 +38,11 @@ impl ShardProcessor for Count {
     }
 }
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probe
     }
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some(),
-        "start the emulators: scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\""
-    );
+    require_endpoints(&["KINESIS", "DYNAMODB"]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,37 +55,13 @@ async fn run() {
     let shards = knob("E2E_SHARDS", 4) as i32;
     let keys = knob("E2E_KEYS", 400);
     let payload = vec![b'x'; knob("E2E_PAYLOAD", 100) as usize];
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let config = sdk_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let stream = format!("e2e-{suffix}");
     let table = format!("e2e-leases-{suffix}");
-
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await;
-        if out.ok().and_then(|o| {
-            o.stream_description_summary()
-                .map(|s| s.stream_status() == &StreamStatus::Active)
-        }) == Some(true)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "stream not ACTIVE");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create_stream(&kinesis, &stream, shards).await;
 
     let producer = Producer::new(kinesis.clone(), &stream);
     let events: Vec<Event> = (0..records)

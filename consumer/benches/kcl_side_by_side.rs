@@ -73,13 +73,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
-use aws_config::BehaviorVersion;
 use serde_json::{Value, json};
 use shardctl_consumer::processor::{Checkpointer, InitInput, RecordBatch, ShardProcessor};
 use shardctl_consumer::producer::{Event, Producer, event_payload};
 use shardctl_consumer::{Worker, WorkerConfig};
 use shardctl_test_support::{
-    create_stream, is_open, list_shards, peer_python, repo_root, wait_active,
+    create_stream, is_open, knob, list_shards, peer_python, repo_root, require_endpoints,
+    sdk_config, wait_active,
 };
 use tokio::sync::mpsc;
 
@@ -93,13 +93,6 @@ const BACKLOG_KEYS: u64 = 400;
 const RESHARD_KEYS: u64 = 64;
 /// What a latency probe's payload starts with; the rest is the put time in unix µs.
 const PROBE: &[u8] = b"lat:";
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn unix_secs() -> f64 {
     SystemTime::now()
@@ -121,16 +114,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probe
     }
-    for var in [
-        "AWS_ENDPOINT_URL_KINESIS",
-        "AWS_ENDPOINT_URL_DYNAMODB",
-        "SHARDCTL_PYTHON",
-    ] {
-        assert!(
-            std::env::var_os(var).is_some(),
-            "{var} is unset: start the emulators: scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\""
-        );
-    }
+    require_endpoints(&["KINESIS", "DYNAMODB"]);
+    peer_python();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +210,7 @@ mod child {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            let aws = sdk_config().await;
             let mut config = WorkerConfig::new(var("BENCH_CHILD_STREAM"), var("BENCH_CHILD_TABLE"))
                 .with_worker_id("shardctl-bench")
                 .with_failover(Duration::from_secs(10))
@@ -610,7 +595,7 @@ async fn run() {
             other => panic!("BENCH_RUN: unknown entry {other:?}"),
         })
         .collect();
-    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let aws = sdk_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let logs = std::env::temp_dir().join(format!("kcl-side-by-side-{suffix}"));

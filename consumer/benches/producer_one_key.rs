@@ -14,56 +14,24 @@
 
 use std::time::Instant;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_kinesis::types::StreamStatus;
 use shardctl_consumer::producer::{Event, Producer};
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use shardctl_test_support::{create_stream, knob, require_endpoints, sdk_config};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probe
     }
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some(),
-        "start the emulators: scripts/emulators.sh start && eval \"$(scripts/emulators.sh env)\""
-    );
-    let events = knob("ONE_KEY_EVENTS", 2000);
-    let payload = vec![b'x'; knob("ONE_KEY_PAYLOAD", 100)];
+    require_endpoints(&["KINESIS"]);
+    let events = knob("ONE_KEY_EVENTS", 2000) as usize;
+    let payload = vec![b'x'; knob("ONE_KEY_PAYLOAD", 100) as usize];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        let kinesis = aws_sdk_kinesis::Client::new(&config);
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk_config().await);
         let stream = format!("one-key-{}", std::process::id());
-        kinesis
-            .create_stream()
-            .stream_name(&stream)
-            .shard_count(1)
-            .send()
-            .await
-            .expect("CreateStream");
-        loop {
-            let d = kinesis
-                .describe_stream_summary()
-                .stream_name(&stream)
-                .send()
-                .await
-                .expect("DescribeStreamSummary");
-            if d.stream_description_summary()
-                .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        create_stream(&kinesis, &stream, 1).await;
         println!(
             "one key, {events} events of {} bytes, one shard",
             payload.len()

@@ -1,6 +1,6 @@
 //! Shared set-up of shardctl's tests against the AWS emulators (kinesis-local for Kinesis, moto
 //! for DynamoDB and CloudWatch): SDK clients from the standard `AWS_ENDPOINT_URL_*` variables,
-//! unique resource names, polling with a deadline, streams, KCL-shaped lease tables, shard-level
+//! unique resource names, polling with a deadline, benchmark knobs from the environment, streams, KCL-shaped lease tables, shard-level
 //! metrics written the way Kinesis publishes them, and `shardctl run` replicas.
 //!
 //! ```no_run
@@ -30,6 +30,7 @@
 //! context over AWS, a leader token, an open fence) stay with the controller's tests.
 
 mod emulators;
+mod knobs;
 mod lease_table;
 mod metrics;
 mod peers;
@@ -40,6 +41,7 @@ mod streams;
 pub use emulators::{
     Clients, START_EMULATORS, clients, require_emulators, require_endpoints, sdk_config,
 };
+pub use knobs::knob;
 pub use lease_table::{create_hash_table, lease_table, set_checkpoint, table_exists};
 pub use metrics::{ShardMinute, put_shard_metrics, put_utilization, unix_minute};
 pub use peers::{peer_python, repo_root};
